@@ -1,0 +1,123 @@
+"""Optimizers and learning-rate schedulers.
+
+Optimizers are Hydra ``_target_`` configs with ``_partial_: true``: any torch.optim
+class is one YAML file away.  We add two things torch leaves to the caller:
+parameter groups that exclude biases and norm weights from weight decay, and the
+fast (fused or foreach) implementation where the device supports it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from mlptrain.config import ConfigError
+
+
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool) -> list[dict]:
+    """One group, or two: decayed weight matrices, and biases plus norm parameters without decay."""
+    if not exclude_bias_norm:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    norm_types = (nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (no_decay if name == "bias" or isinstance(module, norm_types) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(cfg.target)
+    except Exception:
+        raise ConfigError(f"optim._target_: cannot import {cfg.target!r}; expected a torch.optim class") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"optim._target_: {cfg.target!r} is not a torch.optim.Optimizer")
+    accepted = inspect.signature(cls).parameters
+    for key in cfg.kwargs:
+        if key not in accepted:
+            valid = ", ".join(k for k in accepted if k != "params")
+            raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; valid keys: {valid}")
+    kwargs = dict(cfg.kwargs)
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    groups = param_groups(model, kwargs.get("weight_decay", 0.0), cfg.decay_exclude_bias_norm)
+    # Fused kernels exist for Adam/AdamW/SGD/Adagrad on CPU and CUDA; fall back to foreach.
+    if "fused" in accepted and "fused" not in kwargs and "foreach" not in kwargs:
+        try:
+            return cls(groups, lr=cfg.lr, fused=True, **kwargs)
+        except (RuntimeError, ValueError):
+            pass
+    if "foreach" in accepted and "foreach" not in kwargs and "fused" not in kwargs:
+        kwargs["foreach"] = True
+    try:
+        return cls(groups, lr=cfg.lr, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optim: {cls.__name__} rejected its settings: {e}") from None
+
+
+class Schedule:
+    """A torch LR scheduler plus when to step it: after every optimizer step or every epoch."""
+
+    def __init__(self, scheduler, per_step: bool, on_metric: bool = False):
+        self.scheduler, self.per_step, self.on_metric = scheduler, per_step, on_metric
+
+    def state_dict(self):
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state):
+        if self.scheduler is not None and state:
+            self.scheduler.load_state_dict(state)
+
+    def step_batch(self):
+        if self.scheduler is not None and self.per_step:
+            self.scheduler.step()
+
+    def step_epoch(self, metric: float | None):
+        if self.scheduler is None or self.per_step:
+            return
+        if self.on_metric:
+            self.scheduler.step(metric)
+        else:
+            self.scheduler.step()
+
+
+def build_scheduler(cfg, optimizer, steps_per_epoch: int, total_steps: int, base_lr: float, mode: str) -> Schedule:
+    """Map ``scheduler=`` to torch.optim.lr_scheduler; warmup and cosine run per step."""
+    S = torch.optim.lr_scheduler
+    if cfg.name == "none":
+        return Schedule(None, per_step=False)
+    if cfg.name == "step":
+        return Schedule(S.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), per_step=False)
+    if cfg.name == "exponential":
+        return Schedule(S.ExponentialLR(optimizer, gamma=cfg.gamma), per_step=False)
+    if cfg.name == "plateau":
+        return Schedule(S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience),
+                        per_step=False, on_metric=True)
+    total_steps = max(total_steps, 1)
+    if cfg.name == "onecycle":
+        return Schedule(S.OneCycleLR(optimizer, max_lr=cfg.max_lr or base_lr, total_steps=total_steps,
+                                     pct_start=cfg.pct_start), per_step=True)
+    if cfg.name == "cosine":
+        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps - 1)
+        cosine = S.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=cfg.min_lr)
+        if warmup == 0:
+            return Schedule(cosine, per_step=True)
+        linear = S.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+        return Schedule(S.SequentialLR(optimizer, [linear, cosine], milestones=[warmup]), per_step=True)
+    raise ConfigError(f"scheduler.name: unknown {cfg.name!r}")
+
+
+def grad_norm(model: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+

@@ -1,0 +1,53 @@
+"""TensorBoard logging: scalars, the config as text, and HParams written into the job's own run.
+
+``SummaryWriter.add_hparams`` writes to a new timestamped sub-run; instead we write
+the HParams plugin's experiment and session summaries into the run's own event
+file, so each job is exactly one run and one row of the HParams table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _scalar(v):
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
+
+
+class TensorBoard:
+    def __init__(self, log_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+
+    def text(self, tag: str, body: str) -> None:
+        self.writer.add_text(tag, body)
+
+    def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
+        """Register hyperparameters and the metric columns at the start of the run."""
+        from torch.utils.tensorboard.summary import hparams as hp_summary
+
+        exp, ssi, _ = hp_summary({k: _scalar(v) for k, v in hparams.items()}, {t: 0.0 for t in metric_tags})
+        self.writer.file_writer.add_summary(exp)
+        self.writer.file_writer.add_summary(ssi)
+
+    def hparams_end(self, metrics: dict[str, float], step: int) -> None:
+        """Final metrics as the ``hparam/*`` scalars the HParams table reads."""
+        from torch.utils.tensorboard.summary import hparams as hp_summary
+
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+        _, _, sei = hp_summary({}, {})
+        self.writer.file_writer.add_summary(sei)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,46 @@
+"""Shared test helpers: compose configs exactly as the CLI does, and run the real command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+# Tiny but real: every option of every group runs end to end in well under a second.
+TINY = ["trainer.epochs=1", "dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none"]
+
+
+@pytest.fixture
+def make_cfg():
+    """``make_cfg(*overrides)`` -> the composed DictConfig (the CLI's defaults plus overrides)."""
+
+    def _make(*overrides: str):
+        with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return _make
+
+
+@pytest.fixture
+def train(make_cfg, tmp_path):
+    """``train(*overrides, out=None)`` -> metrics dict of a real in-process run (tiny by default)."""
+    from mlptrain.cli import run
+
+    def _train(*overrides: str, out: Path | None = None, tiny: bool = True):
+        cfg = make_cfg(*(TINY if tiny else []), *overrides)
+        out = out or tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        return run(cfg, out)
+
+    return _train
+
+
+def mlptrain(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run the real command (``python -m mlptrain``) in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "mlptrain", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

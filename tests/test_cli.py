@@ -1,0 +1,75 @@
+"""The command itself: help, one-line errors with exit codes, run and multirun output dirs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import TINY, mlptrain
+
+
+def test_help_lists_every_group_and_option(tmp_path):
+    from mlptrain.cli import config_groups
+
+    r = mlptrain("--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for group, options in config_groups().items():
+        assert f"{group}: {', '.join(options)}" in r.stdout
+    assert not (tmp_path / "outputs").exists()  # help creates no run dir
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("optim.lr=-1", "optim.lr: must be a positive number, got -1"),
+    ("model.activation=relux", "model.activation: unknown value 'relux'; valid choices: relu, sigmoid"),
+    ("dataset=nope", "dataset=nope: unknown option for group 'dataset'; valid choices: blobs"),
+    ("trainer.epochs=-1", "trainer.epochs: must be >= 0"),
+    ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
+    ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
+    ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),
+    ("model.hidden=[8,-2]", "model.hidden: sizes must be positive integers"),
+    ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
+    ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; valid keys: epochs"),
+    ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
+    ("optim.nosuch=2", "Could not override 'optim.nosuch'. To append to your config use +optim.nosuch=2"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, override, needle):
+    r = mlptrain(*TINY, "optim=sgd", override, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("mlptrain: error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_single_run_writes_config_metrics_checkpoints_and_events(tmp_path):
+    r = mlptrain(*TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
+    for name in ("metrics.json", "last.pt", "best.pt", ".hydra/config.yaml", "mlptrain.log"):
+        assert (run_dir / name).is_file(), name
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and 0 <= metrics["test"]["acc"] <= 1
+
+
+def test_two_runs_in_the_same_second_get_two_dirs():
+    from mlptrain import cli
+
+    cli._reserved.clear()
+    a = cli.unique_dir("/tmp/mlptrain-test-unique/x")
+    cli._reserved.clear()  # a second process has its own memo
+    b = cli.unique_dir("/tmp/mlptrain-test-unique/x")
+    assert a != b and b == a + "-1"
+    import shutil
+
+    shutil.rmtree("/tmp/mlptrain-test-unique")
+
+
+def test_multirun_gives_one_dir_and_metrics_per_job(tmp_path):
+    r = mlptrain("-m", "optim=sgd,adam", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = sorted(p for p in (tmp_path / "outputs" / "multirun").glob("*/*/*") if p.is_dir())
+    assert [p.name[:2] for p in jobs] == ["0_", "1_"]
+    assert "optim=sgd" in jobs[0].name and "optim=adam" in jobs[1].name
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
