@@ -7,6 +7,7 @@ versions: resume, eval and predict need nothing else.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import tempfile
@@ -23,14 +24,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read: the message is one line for the user."""
 
 
+@functools.cache
 def versions() -> dict:
+    """Library versions, from package metadata: importing torchvision just for its version would
+    cost ~1.5 s (it pulls in torch._dynamo), at every save."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import hydra
-    import torchvision
+    def installed(dist: str) -> str | None:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
 
-    return {"mlptrain": __import__("mlptrain").__version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+    return {"mlptrain": __import__("mlptrain").__version__, "torch": str(torch.__version__),  # TorchVersion would not load with weights_only
+            "torchvision": installed("torchvision"), "hydra": installed("hydra-core"),
+            "python": platform.python_version()}
 
 
 def atomic_write(path: Path, write) -> None:
@@ -60,6 +69,28 @@ def save(path: Path, payload: dict) -> None:
         atomic_write(path, lambda f: torch.save(payload, f))
     except OSError as e:
         raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous one is kept") from None
+
+
+def duplicate(src: Path, dst: Path) -> None:
+    """Make ``dst`` a second name for the checkpoint ``src`` (a hard link, else a copy), atomically.
+
+    Checkpoints are replaced, never rewritten in place, so the two names stay independent:
+    the next save of ``src`` leaves ``dst`` as it is."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links on this file system: copy
+            atomic_write(dst, lambda f: f.write(src.read_bytes()))
+        else:
+            os.replace(tmp, dst)
+    except OSError as e:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise CheckpointError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is kept") from None
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

@@ -39,6 +39,7 @@ NORMS = ("none", "batch", "layer")
 INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
 SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
 VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
@@ -238,6 +239,8 @@ class TrainerConfig:
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend (torch._dynamo.list_backends())
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     num_threads: int = 0  # 0: leave torch's default
     monitor: str = "auto"  # a validation metric (acc, loss, nll, rmse, ...); auto: per task
     mode: str = "auto"  # min | max | auto (from the metric)
@@ -260,6 +263,8 @@ class TrainerConfig:
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
         _choice(self.precision, "trainer.precision", PRECISIONS)
+        _check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
+        _choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
         _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))
         _check(_finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")

@@ -12,13 +12,13 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from mlptrain import checkpoint
+from mlptrain.accel import CompiledForward, autocast_and_scaler
 from mlptrain.batches import DeviceBatches, eval_batches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
@@ -100,21 +100,10 @@ class Trainer:
 
     # --------------------------------------------------------------------------- set-up
     def _precision(self):
-        p, dev = self.cfg.precision, self.device.type
-        if p == "fp32":
-            return nullcontext, None
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        if dev == "cuda" and p == "bf16" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("trainer.precision: bf16 is not supported by this GPU; valid here: fp32, fp16")
-        scaler = torch.amp.GradScaler(dev) if p == "fp16" else None
-        return (lambda: torch.autocast(dev, dtype=dtype)), scaler
+        return autocast_and_scaler(self.cfg.precision, self.device)
 
     def _compile(self):
-        try:
-            return torch.compile(self.model)
-        except Exception as e:  # e.g. no C++ compiler: say so, then train uncompiled
-            log.warning("trainer.compile: torch.compile unavailable (%s); training without it", str(e).splitlines()[0])
-            return self.model
+        return CompiledForward(self.model, self.cfg.compile_backend, self.cfg.compile_mode)
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
@@ -122,7 +111,7 @@ class Trainer:
         self.model.eval()
         with self.autocast():
             out = torch.cat([self.forward(xb) for xb, _ in eval_batches(x, y, self.cfg.eval_batch_size)])
-        return self.task.metrics(out, y)
+        return self.task.metrics(out.float(), y)
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_value
@@ -148,7 +137,7 @@ class Trainer:
                 break
             with self.autocast():
                 out = self.forward(xb)
-                loss = self.task.loss(out, yb)
+            loss = self.task.loss(out.float(), yb)  # in fp32 at any precision (.float() is free on fp32)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -159,6 +148,8 @@ class Trainer:
                 pre_clip_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss):
                 losses[i] = float("nan")
+                if self.scaler is not None:
+                    self.scaler.update()  # close this step's unscale_, or the next one raises
                 continue  # an explicit per-step check: the user asked to skip bad batches
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)
@@ -243,8 +234,8 @@ class Trainer:
             progress.end_epoch(self._epoch_line(row, improved))
             if cfg.checkpoint:
                 self._save("last.pt")
-                if improved:
-                    self._save("best.pt")
+                if improved:  # the same bytes as last.pt: link them rather than serialise twice
+                    checkpoint.duplicate(self.out_dir / "last.pt", self.out_dir / "best.pt")
             self._write_metrics("running")
             if cfg.early_stopping.enabled and state.bad_epochs >= cfg.early_stopping.patience:
                 stop_reason = "early_stopped"
