@@ -220,11 +220,10 @@ def time_multirun(args, work: Path) -> tuple[list[float], list[float], list[str]
     one, eight = [], []
     for r in range(args.rounds):
         d = work / f"mr{r}"
-        jobs = [lambda: one.append(run_process([*mlptrain_cmd(), *short, f"hydra.run.dir={d}/one"], work)["wall"]),
-                lambda: eight.append(run_process([*mlptrain_cmd(), "-m", *short, "seed=0,1,2,3,4,5,6,7",
-                                                  f"hydra.sweep.dir={d}/eight"], work)["wall"])]
-        for job in (jobs if r % 2 == 0 else jobs[::-1]):
-            job()
+        runs = [(one, [*short, f"hydra.run.dir={d}/one"]),
+                (eight, ["-m", *short, "seed=0,1,2,3,4,5,6,7", f"hydra.sweep.dir={d}/eight"])]
+        for times, extra in runs if r % 2 == 0 else runs[::-1]:
+            times.append(run_process([*mlptrain_cmd(), *extra], work)["wall"])
         shutil.rmtree(d, ignore_errors=True)
     return one, eight, short
 
