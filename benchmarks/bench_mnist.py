@@ -305,12 +305,17 @@ def main() -> None:
     p.add_argument("--hidden", default="512,512")
     p.add_argument("--epochs", type=int, default=1, help="epochs per process (the whole-process target is for 1)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0,
+                   help="OMP_NUM_THREADS for every contender (default: torch's choice, one per core); 1 behaves "
+                        "far better on a machine shared with other jobs")
     p.add_argument("--variants", default="", help="extra mlptrain contenders: bf16, fp16, compile (comma-separated)")
     p.add_argument("--skip", default="", help="skip parts: main, dataloader, help, multirun (comma-separated)")
     p.add_argument("--scaling", action="store_true", help="only the width and batch-size scaling curve")
     p.add_argument("--budget", type=float, default=15.0, help="--scaling: GFLOP per timing (default 15)")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by every contender, read by torch at import
 
     import torch
 

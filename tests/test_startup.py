@@ -87,3 +87,15 @@ def test_step_hooks_still_run():
 
 def test_unknown_layouts_are_left_alone():
     assert without_compiler_guards(torch.optim.LBFGS) is torch.optim.LBFGS  # its step is not wrapped the usual way
+
+
+def test_quick_help_renders_the_template_with_overrides(tmp_path):
+    from conftest import mlptrain
+
+    r = mlptrain("dataset=moons", "model.hidden=[3]", "--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "== Config groups (choose with group=option) ==" in r.stdout and "Examples:" in r.stdout
+    assert "name: moons" in r.stdout and "- 3" in r.stdout and "hydra:" not in r.stdout
+    bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "mlptrain: error: Could not override 'nosuch'. To append to your config use +nosuch=1")

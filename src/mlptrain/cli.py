@@ -184,6 +184,11 @@ def _record_failure(out_dir: Path, msg: str) -> None:
         pass
 
 
+def compose_error(e: Exception) -> ConfigError:
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return ConfigError(text.split(" full_key:")[0])
+
+
 def precompose(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
@@ -210,8 +215,7 @@ def precompose(argv: list[str]) -> None:
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
             cfg = compose(config_name="config", overrides=first)
     except Exception as e:  # Hydra's own errors: keep their words, on one line
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ConfigError(text.split(" full_key:")[0]) from None
+        raise compose_error(e) from None
     from mlptrain.config import parse
 
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
@@ -220,6 +224,11 @@ def precompose(argv: list[str]) -> None:
 def main() -> None:
     """Console entry point."""
     try:
+        if {"--help", "-h"} & set(sys.argv[1:]):
+            from mlptrain.help import app_help
+
+            if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
+                return
         precompose(sys.argv[1:])
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
