@@ -99,3 +99,24 @@ def test_quick_help_renders_the_template_with_overrides(tmp_path):
     bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "mlptrain: error: Could not override 'nosuch'. To append to your config use +nosuch=1")
+
+
+def test_sweep_checks_every_structure_before_its_first_job(tmp_path):
+    from conftest import mlptrain
+
+    # moons composes with dataset.n_samples; mnist does not: found before any job runs, in one line
+    r = mlptrain("-m", "dataset=moons,mnist", "dataset.n_samples=100", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == ("mlptrain: error: Could not override 'dataset.n_samples'. "
+                                "To append to your config use +dataset.n_samples=100")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_sweeps_run_on_the_sweeper_that_composes_each_job_once(tmp_path):
+    from conftest import TINY, mlptrain
+
+    r = mlptrain("-m", *TINY, "seed=0,1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/.hydra/hydra.yaml"))
+    assert len(jobs) == 2
+    assert "_target_: hydra_plugins.mlptrain_sweeper.MlptrainSweeper" in jobs[0].read_text()

@@ -192,7 +192,12 @@ def compose_error(e: Exception) -> ConfigError:
 def precompose(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
-    report.  Sweeps are checked with the first value of each swept key."""
+    report.  A sweep is composed once per distinct structure (every combination of its swept
+    config-group choices and Hydra settings, the first value of every other swept key): a
+    plain value cannot make composition fail, and parse() checks values when each job starts.
+    This is all the checking a sweep gets before its first job (see hydra_plugins.mlptrain_sweeper)."""
+    import itertools
+
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -202,23 +207,27 @@ def precompose(argv: list[str]) -> None:
             or args.config_path or args.config_name or args.experimental_rerun):
         return
     check_group_overrides(args.overrides)
+    groups = config_groups()
     try:
-        first = []
+        slots = []  # per override, the alternatives to compose with
         for o in OverridesParser.create().parse_overrides(args.overrides):
-            if o.is_sweep_override():
-                values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-                if not values:
-                    continue
-                first.append(f"{o.get_key_element()}={values[0]}")
-            else:
-                first.append(o.input_line)
+            if not o.is_sweep_override():
+                slots.append([o.input_line])
+                continue
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
+            if values:
+                key = o.get_key_element()
+                name = key.lstrip("+~").split("@", 1)[0]
+                structural = name in groups or name.startswith("hydra")
+                slots.append([f"{key}={v}" for v in (values if structural else values[:1])])
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=first)
+            cfgs = [compose(config_name="config", overrides=list(c)) for c in itertools.product(*slots)]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         raise compose_error(e) from None
     from mlptrain.config import parse
 
-    parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+    for cfg in cfgs:
+        parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
 
 
 def main() -> None:
@@ -233,6 +242,9 @@ def main() -> None:
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    from hydra_plugins.mlptrain_sweeper import register
+
+    register()  # hydra/sweeper=mlptrain (config.yaml)
     _hydra_main()
     if _failed_jobs:
         print(f"mlptrain: error: {len(_failed_jobs)} job(s) failed: " + "; ".join(_failed_jobs), file=sys.stderr)
