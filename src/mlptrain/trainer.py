@@ -292,6 +292,16 @@ class Trainer:
             f"weights became non-finite in epoch {self.state.epoch + 1}, by step {self.state.step} (lr {lr:.3g}, "
             f"last finite loss {last}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
 
+    def _check_val(self, val: dict, train: dict) -> None:
+        """Finite but huge weights can still overflow the forward pass: a model whose validation loss
+        is not finite has diverged, and is not checkpointed."""
+        if math.isfinite(val["loss"]):
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingError(
+            f"validation loss became non-finite after epoch {self.state.epoch + 1}, step {self.state.step} "
+            f"(lr {lr:.3g}, train loss {train['loss']:.4g}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
+
     def _kept(self) -> str:
         if self._last_saved:
             return f"the last good checkpoint is kept: {self._last_saved}"
@@ -338,14 +348,15 @@ class Trainer:
                 if self._stop.received:  # arrived while validating or saving: last.pt is already current
                     raise self._interrupted()
                 train = self.train_epoch(progress)
+                dt = time.perf_counter() - self._epoch_t0
+                val = self.evaluate(*self.val)
+                self._check_val(val, train)
             except TrainingError as e:
                 progress.close()
                 self._write_metrics("interrupted" if isinstance(e, TrainingInterrupted) else "diverged")
                 tb.close()
                 raise
-            dt = time.perf_counter() - self._epoch_t0
             state.train_time += dt
-            val = self.evaluate(*self.val)
             state.epoch += 1
             lr = self.optimizer.param_groups[0]["lr"]
             self.schedule.step_epoch(val[self.monitor])
