@@ -39,6 +39,7 @@ NORMS = ("none", "batch", "layer")
 INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
 SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
 VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
@@ -64,6 +65,8 @@ class SyntheticConfig:
         _check(self.n_samples >= 30, "dataset.n_samples", f"must be >= 30, got {self.n_samples}")
         _check(_finite(self.noise) and self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
         _check(self.n_classes >= 2, "dataset.n_classes", f"must be >= 2, got {self.n_classes}")
+        _check(self.n_classes <= self.n_samples, "dataset.n_classes",
+               f"must be <= dataset.n_samples ({self.n_samples}), got {self.n_classes}")
         _check(self.n_features >= 5, "dataset.n_features", f"must be >= 5, got {self.n_features}")
         _split_fractions(self.val_fraction, self.test_fraction)
 
@@ -260,7 +263,8 @@ class TrainerConfig:
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
         _choice(self.precision, "trainer.precision", PRECISIONS)
-        _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
+        _check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
+               f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))
         _check(_finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
@@ -336,8 +340,11 @@ def parse(cfg: DictConfig) -> RunConfig:
     ds_name = cfg.dataset.get("name")
     if ds_name not in DATASET_SCHEMAS:
         raise ConfigError(f"dataset.name: unknown dataset {ds_name!r}; valid choices: {', '.join(DATASET_SCHEMAS)}")
+    dataset = _typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset")
+    ds_seed = getattr(dataset, "seed", 0)
+    _check(0 <= ds_seed < 2**63, "dataset.seed", f"must be in [0, 2**63), got {ds_seed}")
     return RunConfig(
-        dataset=_typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset"),
+        dataset=dataset,
         model=_typed(ModelConfig, cfg.model, "model"),
         loss=_typed(LossConfig, cfg.loss, "loss"),
         optim=_parse_optim(cfg.optim),
@@ -353,6 +360,8 @@ def _parse_optim(node: Any) -> OptimConfig:
         raise ConfigError("optim: expected an optimizer config with _target_ (e.g. optim=adam)")
     d = OmegaConf.to_container(node)
     target = d.pop("_target_")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"optim._target_: expected the dotted name of a torch.optim class, got {target!r}")
     d.pop("_partial_", None)
     exclude = d.pop("decay_exclude_bias_norm", False)
     if not isinstance(exclude, bool):

@@ -31,10 +31,8 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool)
 
 
 def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    from hydra.utils import get_class
-
     try:
-        cls = get_class(cfg.target)
+        cls = _locate(cfg.target)
     except Exception:
         raise ConfigError(f"optim._target_: cannot import {cfg.target!r}; expected a torch.optim class") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -60,6 +58,14 @@ def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.
         return cls(groups, lr=cfg.lr, **kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"optim: {cls.__name__} rejected its settings: {e}") from None
+
+
+def _locate(dotted: str):
+    """``module.attr`` -> the object (like hydra.utils.get_class, which also logs an ERROR line on failure)."""
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 class Schedule:
