@@ -160,7 +160,7 @@ def test_any_override_trains_or_fails_with_one_clean_line(argv, tmp_path_factory
         metrics = attempt([*BASE, *argv], out)
     except USER_ERRORS as e:
         msg = str(e)
-        event(f"out of memory {argv}" if msg.startswith("out of memory") else type(e).__name__)
+        event("out of memory" if msg.startswith("out of memory") else type(e).__name__)
         assert msg and "\n" not in msg and "Traceback" not in msg, (argv, msg)
     else:
         assert metrics["status"] in ("completed", "early_stopped"), argv
