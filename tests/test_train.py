@@ -136,3 +136,26 @@ def test_metrics_json_is_complete(train, tmp_path):
     assert m["monitor"] == "val/acc" and m["mode"] == "max" and m["epochs"] == 2
     assert len(m["history"]) == 2 and {"train/loss", "val/acc", "lr"} <= set(m["history"][0])
     assert m["objective"] == max(r["val/acc"] for r in m["history"])
+
+
+def test_progress_bar_on_a_terminal_and_epoch_lines_otherwise(caplog):
+    import io
+    import logging
+
+    from mlptrain.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    with caplog.at_level(logging.INFO, logger="mlptrain"):
+        for stream in (tty, pipe):
+            p = Progress("auto", epochs=1, stream=stream)
+            p.start_epoch(1)
+            for i in range(1, 4):
+                p.step(i, 3)
+            p.end_epoch("epoch 1/1 done")
+    assert "\repoch 1/1 [" in tty.getvalue() and "3/3" in tty.getvalue()
+    assert pipe.getvalue() == ""  # not a terminal: no bar, only the logged epoch line
+    assert [r.getMessage() for r in caplog.records] == ["epoch 1/1 done", "epoch 1/1 done"]
