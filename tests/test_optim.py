@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -271,3 +272,44 @@ def test_bad_optimizer_settings_are_one_clear_line(make_cfg, override, needle):
         _model(make_cfg, "optim=rmsprop", override)
     assert needle in str(e.value) and "\n" not in str(e.value)
 
+
+
+# ----------------------------------------------------------------------------- presets
+def test_optimizer_showdown_is_one_command_one_job_per_optimizer(tmp_path):
+    from conftest import mlptrain
+    from hydra import compose, initialize_config_module
+    from test_data_vision import write_mnist
+
+    with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=optimizer_showdown"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"optim": "sgd,momentum,adagrad,rmsprop,adam", "seed": "0,1"}
+    assert cfg.dataset.name == "mnist"
+
+    write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    r = mlptrain("-m", "experiment=optimizer_showdown", "seed=0", "trainer.max_steps=1", "trainer.progress=none",
+                 "dataset.download=false", "trainer.checkpoint=false", cwd=tmp_path,
+                 env={"MLPTRAIN_DATA": str(tmp_path / "data")})
+    assert r.returncode == 0, r.stderr
+    jobs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))
+    assert [json.loads(p.read_text())["status"] for p in jobs] == ["completed"] * 5
+    assert [p.parent.name.split("optim=")[1].split(",")[0] for p in jobs] == [
+        "sgd", "momentum", "adagrad", "rmsprop", "adam"]
+
+
+def test_mnist_fast_is_one_command(tmp_path, train):
+    from test_data_vision import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=100, n_test=20)
+    out = tmp_path / "run"
+    m = train("experiment=mnist_fast", "trainer.progress=none", f"dataset.data_dir={tmp_path / 'data'}",
+              "dataset.download=false", tiny=False, out=out)
+    assert m["status"] == "completed" and m["epochs"] == 3
+    raw = checkpoint_config(out)
+    assert raw["scheduler"]["name"] == "onecycle" and raw["model"]["norm"] == "batch"
+    assert raw["optim"]["_target_"] == "torch.optim.Adam" and raw["trainer"]["batch_size"] == 512
+
+
+def checkpoint_config(out):
+    from mlptrain import checkpoint
+
+    return checkpoint.load(out)["config"]
