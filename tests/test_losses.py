@@ -264,3 +264,22 @@ def test_learned_variance_beats_fixed_variance_on_heteroscedastic_data(train):
     assert gauss["test"]["nll"] < mse["test"]["nll"] - 0.05
     best = mse["best"]
     assert best["val/nll"] == pytest.approx(0.5 * math.log(2 * math.pi * best["val/rmse"] ** 2) + 0.5, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- presets
+def _sweep_of(experiment: str) -> dict:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    return dict(cfg.hydra.sweeper.params), cfg
+
+
+def test_probabilistic_preset_sweeps_gaussian_nll_against_mse_on_one_scale(train):
+    sweep, cfg = _sweep_of("probabilistic")
+    assert sweep["loss"] == "gaussian_nll,mse" and len(sweep["seed"].split(",")) >= 2
+    assert cfg.dataset.name == "heteroscedastic"
+    for loss in sweep["loss"].split(","):  # each job of the sweep, tiny
+        m = train("experiment=probabilistic", f"loss={loss}")
+        assert m["status"] == "completed" and m["monitor"] == "val/nll"
+        assert {"nll", "coverage95", "rmse"} <= set(m["test"]) and m["objective"] == m["best"]["val/nll"]
