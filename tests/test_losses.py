@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -10,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY, mlptrain
 
-from mlptrain.config import LOSSES, SYNTHETIC_CLASSIFICATION, SYNTHETIC_REGRESSION, ConfigError, LossConfig, parse
+from mlptrain.config import (LOSSES, SYNTHETIC_CLASSIFICATION, SYNTHETIC_REGRESSION, ConfigError, LossConfig, ModelConfig,
+                             SyntheticConfig, parse)
 from mlptrain.data.synthetic import load_synthetic
 from mlptrain.losses import METRICS, Task, build_task, elementwise_nll, expected_calibration_error, monitor_of
 from mlptrain.models import build_model
@@ -99,7 +99,7 @@ def test_reported_nll_is_the_loss_for_probabilistic_heads_per_example_over_outpu
         m = task.metrics(out, y)
         assert m["nll"] == pytest.approx(m["loss"], rel=1e-6)
         per_element = elementwise_nll(task.family, out[:, :2], y, out[:, 2:])
-        assert m["nll"] == pytest.approx(per_element.sum() .item() / 30, rel=1e-6)
+        assert m["nll"] == pytest.approx(per_element.sum().item() / 30, rel=1e-6)
     ref = F.gaussian_nll_loss(out[:, :2], y, out[:, 2:] ** 2, full=True, reduction="sum") / 30
     m = task_for("gaussian_nll", 2, "regression").metrics(torch.cat([out[:, :2], out[:, 2:] ** 2], 1), y)
     assert m["nll"] == pytest.approx(ref.item(), rel=1e-5)
@@ -167,8 +167,6 @@ def test_raw_mse_probabilities_are_a_distribution_and_accuracy_follows_the_raw_a
 
 # ----------------------------------------------------------------------------- heads and misfits
 def _data(name):
-    from mlptrain.config import SyntheticConfig
-
     return load_synthetic(SyntheticConfig(name=name, n_samples=60))
 
 
@@ -194,19 +192,13 @@ def test_head_width_follows_dataset_and_loss(dataset, loss):
     k = meta["n_outputs"]
     expected = {"bce": 1, "gaussian_nll": 2 * k, "laplace_nll": 2 * k}.get(loss, k)
     assert task.head_width == expected
-    model = build_model(parse_model(), meta, data.x_mean, data.x_std, task.head, task.head_width)
+    model = build_model(ModelConfig(hidden=[4]), meta, data.x_mean, data.x_std, task.head, task.head_width)
     out = model(data.x_val)
     assert out.shape == (len(data.y_val), expected)
     if loss in ("gaussian_nll", "laplace_nll"):
         assert (out[:, k:] > 0).all()  # the spread column is positive by construction
     task.loss(model(data.x_train), data.y_train).backward()
     assert set(task.metrics(out.detach(), data.y_val)) == set(METRICS[task.kind])
-
-
-def parse_model():
-    from mlptrain.config import ModelConfig
-
-    return ModelConfig(hidden=[4])
 
 
 @pytest.mark.parametrize("dataset, loss", [p for p in PAIRS if p[1] not in FITS[_kind(p[0])]])
