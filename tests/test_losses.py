@@ -275,3 +275,26 @@ def test_probabilistic_preset_sweeps_gaussian_nll_against_mse_on_one_scale(train
         m = train("experiment=probabilistic", f"loss={loss}")
         assert m["status"] == "completed" and m["monitor"] == "val/nll"
         assert {"nll", "coverage95", "rmse"} <= set(m["test"]) and m["objective"] == m["best"]["val/nll"]
+
+
+def test_loss_showdown_preset_sweeps_cross_entropy_against_mse_on_mnist(train, tmp_path):
+    from test_data_vision import write_mnist
+
+    write_mnist(tmp_path / "data")
+    sweep, cfg = _sweep_of("loss_showdown")
+    assert sweep["loss"] == "cross_entropy,mse" and len(sweep["seed"].split(",")) >= 2
+    assert cfg.dataset.name == "mnist"
+    tiny = ["trainer.epochs=1", "model.hidden=[16]", "trainer.progress=none", f"dataset.data_dir={tmp_path / 'data'}",
+            "dataset.download=false"]
+    for loss in sweep["loss"].split(","):  # each job of the sweep, on tiny IDX files
+        m = train("experiment=loss_showdown", f"loss={loss}", *tiny, tiny=False)
+        assert m["status"] == "completed" and m["monitor"] == "val/acc"  # one scale for both losses
+        assert {"acc", "nll", "ece"} <= set(m["test"])
+
+
+def test_misfit_on_an_image_set_fails_before_any_file_is_read(tmp_path):
+    r = mlptrain("dataset=mnist", "loss=gaussian_nll", f"dataset.data_dir={tmp_path / 'nothing'}",
+                 "dataset.download=false", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("mlptrain: error: loss=gaussian_nll does not fit dataset=mnist (classification); "
+                                "losses that fit: cross_entropy, nll, mse, bce (two classes only)")
