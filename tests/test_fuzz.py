@@ -45,7 +45,17 @@ def _leaf_keys() -> dict:
     return keys
 
 
-GROUPS = {g: [o for o in opts if o not in VISION] for g, opts in cli.config_groups().items()}
+
+
+def _offline(group: str, option: str) -> bool:
+    """Options that need no download (image sets, and presets that pick one, would fetch data)."""
+    from importlib import resources
+
+    text = (resources.files(cli.CONFIG_PACKAGE) / group / f"{option}.yaml").read_text()
+    return option not in VISION and not any(f"/dataset: {v}" in text for v in VISION)
+
+
+GROUPS = {g: [o for o in opts if _offline(g, o)] for g, opts in cli.config_groups().items()}
 DEFAULTS = _leaf_keys()
 KEYS = sorted(DEFAULTS) + sorted(GROUPS)
 

@@ -59,6 +59,15 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def remove_stale_temps(folder: Path) -> None:
+    """Drop the temp files of writes a killed process never finished (never the files themselves)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
     """Atomically write ``data``; a failure (full disk, no permission) is one CheckpointError line."""
     try:

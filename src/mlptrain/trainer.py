@@ -566,6 +566,7 @@ class Trainer:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
+        checkpoint.remove_stale_temps(self.out_dir)  # a SIGKILL during a write leaves one behind
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
         log.info("resumed from %s at epoch %d, step %d%s", where, s.epoch, s.step, ", mid-epoch" if mid else "")
