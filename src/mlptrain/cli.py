@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def config_groups() -> dict[str, list[str]]:
     root = resources.files(CONFIG_PACKAGE)
     groups = {}
     for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(("_", ".")):
+        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra":  # hydra/: launcher presets
             groups[d.name] = sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
     return groups
 
@@ -118,8 +119,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None) -> dict:
-    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
+def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None,
+        direction: str | None = None) -> dict:
+    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``).
+    ``direction`` (minimize/maximize): the sweeper's, checked against the objective's mode."""
     from mlptrain.config import parse
 
     run_cfg = parse(cfg)
@@ -128,7 +131,35 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     out_dir.mkdir(parents=True, exist_ok=True)
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
-    return Trainer(run_cfg, out_dir, hparams=hp).fit()
+    trainer = Trainer(run_cfg, out_dir, hparams=hp)
+    if direction and direction != {"min": "minimize", "max": "maximize"}[trainer.mode]:
+        raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective val/{trainer.monitor} "
+                          f"(mode {trainer.mode}); set hydra.sweeper.direction="
+                          f"{'maximize' if trainer.mode == 'max' else 'minimize'} or trainer.monitor/trainer.mode")
+    return trainer.fit()
+
+
+def launcher_threads(launcher, cpus: int | None = None) -> int:
+    """Torch threads per job for parallel launchers, so N jobs share the cores instead of each
+    taking all of them: joblib -> cores // n_jobs, submitit -> cpus_per_task; 0 = leave torch's default."""
+    cpus = cpus or os.cpu_count() or 1
+    if launcher is None:
+        return 0
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 1:
+        n = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)  # joblib: -1 = every core
+        return max(1, cpus // n)
+    return 0
+
+
+def _sweep_direction(sweeper) -> str | None:
+    """The sweeper's single optimisation direction (Optuna: Direction enum or string), if it has one."""
+    d = sweeper.get("direction") if sweeper is not None else None
+    if d is None or not isinstance(d, (str, Enum)):
+        return None
+    return str(getattr(d, "name", d)).rsplit(".", 1)[-1]
 
 
 def _user_errors():
@@ -147,10 +178,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    direction = None
+    if multirun:
+        threads = launcher_threads(hc.launcher)
+        if threads and cfg.trainer.num_threads == 0:
+            cfg.trainer.num_threads = threads
+        direction = _sweep_direction(hc.sweeper)
     try:
         bad_input, training_error = _user_errors()
         try:
-            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task))
+            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
         except bad_input as e:
             code, msg = EXIT_BAD_INPUT, str(e)
         except training_error as e:
@@ -225,8 +262,11 @@ def main() -> None:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     _hydra_main()
-    if _failed_jobs:
-        print(f"mlptrain: error: {len(_failed_jobs)} job(s) failed: " + "; ".join(_failed_jobs), file=sys.stderr)
+    from mlptrain import sweep  # failures of jobs that ran in other processes (joblib, submitit)
+
+    failed = _failed_jobs + [f for f in sweep.failed_jobs if f not in _failed_jobs]
+    if failed:
+        print(f"mlptrain: error: {len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
         sys.exit(EXIT_FAILED)
 
 

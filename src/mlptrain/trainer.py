@@ -10,7 +10,9 @@ import copy
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -205,6 +207,7 @@ class Trainer:
         if cfg.resume:
             self._resume(cfg.resume)
         tb = self._tensorboard()
+        diagnostics = self._diagnostics(tb)
         progress = Progress(cfg.progress, cfg.epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
@@ -241,6 +244,8 @@ class Trainer:
             tb.scalars({k: v for k, v in row.items() if "/" in k}, state.epoch)
             tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
             progress.end_epoch(self._epoch_line(row, improved))
+            if diagnostics:
+                diagnostics.epoch_end(state.epoch)
             if cfg.checkpoint:
                 self._save("last.pt")
                 if improved:
@@ -252,7 +257,11 @@ class Trainer:
                          self.monitor, state.bad_epochs, state.best_value, state.best_epoch)
                 break
         progress.close()
+        if diagnostics:
+            diagnostics.epoch_end(state.epoch, last=True)
         test = self._test()
+        if diagnostics:
+            diagnostics.test_end(state.epoch)
         result = self._write_metrics(stop_reason, test)
         tb.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
         tb.close()
@@ -294,6 +303,15 @@ class Trainer:
             tb.hparams_start(self.hparams, self.metric_tags())
         return tb
 
+    def _diagnostics(self, tb):
+        """Pictures and histograms at epoch ends (None when both are off); epoch 0 = the initial weights."""
+        from mlptrain.diagnostics import Diagnostics
+
+        diagnostics = Diagnostics.for_trainer(self, tb)
+        if diagnostics and self.state.epoch == 0:
+            diagnostics.epoch_end(0)
+        return diagnostics
+
     def _write_metrics(self, status: str, test: dict | None = None) -> dict:
         s = self.state
         best = next((r for r in s.history if r["epoch"] == s.best_epoch), {})
@@ -310,6 +328,9 @@ class Trainer:
             "steps": s.step,
             "train_time_s": s.train_time,
             "parameters": count_parameters(self.model),
+            # Where and how the job ran (sweeps: which node / worker process, threads per job).
+            "runtime": {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                        "device": str(self.device)},
             "history": s.history,
         }
         write_json(self.out_dir / "metrics.json", result)
