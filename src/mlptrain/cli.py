@@ -28,6 +28,10 @@ EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 _failed_jobs: list[str] = []
 
 
+class TrialFailed(RuntimeError):
+    """A job of an optimising sweep failed (its one-line reason is the message)."""
+
+
 # ----------------------------------------------------------------------------- output dirs
 _reserved: dict[str, str] = {}
 
@@ -132,10 +136,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
     trainer = Trainer(run_cfg, out_dir, hparams=hp)
-    if direction and direction != {"min": "minimize", "max": "maximize"}[trainer.mode]:
-        raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective val/{trainer.monitor} "
-                          f"(mode {trainer.mode}); set hydra.sweeper.direction="
-                          f"{'maximize' if trainer.mode == 'max' else 'minimize'} or trainer.monitor/trainer.mode")
+    check_direction(direction, cfg, trainer.mode, trainer.monitor)  # where only the data could tell (csv)
     return trainer.fit()
 
 
@@ -201,6 +202,10 @@ def _hydra_main(cfg: DictConfig) -> float:
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
+        if direction is not None and code != 130:
+            # An optimising sweeper (Optuna) cannot take nan; a raised error marks the trial failed
+            # and, with hydra.sweeper.max_failure_rate, lets the study go on.
+            raise TrialFailed(msg)
         return float("nan")
     print(f"mlptrain: error: {msg}", file=sys.stderr)
     sys.exit(code)
@@ -245,13 +250,60 @@ def precompose(argv: list[str]) -> None:
             else:
                 first.append(o.input_line)
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=first)
+            cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ConfigError(text.split(" full_key:")[0]) from None
+        raise ConfigError(text.split(" full_key:")[0] + _plugin_hint(text)) from None
+    from omegaconf import open_dict
+
     from mlptrain.config import parse
 
+    with open_dict(cfg):
+        sweeper = cfg.pop("hydra").get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+    check_direction(_sweep_direction(sweeper), cfg)
+
+
+PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}
+
+
+def _plugin_hint(text: str) -> str:
+    """Name the extra to install when a sweeper/launcher config cannot be found."""
+    if "Could not find" in text or "Could not load" in text:
+        for needle, extra in PLUGINS.items():
+            if f"hydra/sweeper/{needle}" in text or f"hydra/launcher/{needle}" in text:
+                return f" (install the plugin: pip install 'mlptrain[{extra}]')"
+    return ""
+
+
+MAXIMISED = ("acc", "r2")  # as losses.MAXIMISE (kept torch-free here; a test checks they agree)
+DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
+
+def objective_mode(cfg: DictConfig) -> str | None:
+    """min/max of the objective as far as the config alone decides it (None: only the data can tell)."""
+    from mlptrain import config as C
+
+    t = cfg.trainer
+    if t.mode != "auto":
+        return t.mode
+    monitor = str(t.monitor).removeprefix("val/")
+    if monitor == "auto":  # the task's default: accuracy for classification, an error for regression
+        name = cfg.dataset.get("name")
+        if name in C.SYNTHETIC_CLASSIFICATION + C.VISION:
+            return "max"
+        return "min" if name in C.SYNTHETIC_REGRESSION else None
+    return "max" if monitor in MAXIMISED else "min"
+
+
+def check_direction(direction: str | None, cfg: DictConfig, mode: str | None = None, monitor: str = "") -> None:
+    """An optimising sweeper's direction must agree with the mode of the objective the jobs return."""
+    mode = mode or objective_mode(cfg)
+    if direction is None or mode is None or direction == DIRECTIONS[mode]:
+        return
+    what = f"val/{monitor}" if monitor else f"trainer.monitor={cfg.trainer.monitor}"
+    raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective {what} (mode {mode}); "
+                      f"valid: {DIRECTIONS[mode]} (or change trainer.monitor / trainer.mode)")
 
 
 def main() -> None:
