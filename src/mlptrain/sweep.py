@@ -191,7 +191,7 @@ def to_markdown(s: dict) -> str:
     rows, varying = s["rows"], s["varying"]
     monitor, mode = s["objective"]
     counts = {st: sum(r["status"] == st for r in rows) for st in dict.fromkeys(r["status"] for r in rows)}
-    lines = [f"# Sweep summary: {s['dir']}", "",
+    lines = [f"# Sweep summary: {_shown(s['dir'])}", "",
              f"{len(rows)} job(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()) + ".  "
              + (f"Objective: {monitor} ({mode}), best first." if monitor else "No job has reported metrics yet.")]
     if s["common"]:
@@ -285,15 +285,24 @@ class SweepSummary(Callback):
 
 
 def _sweep_dir_of(config, job_dir: Path) -> Path:
-    """The sweep folder of a job: hydra.sweep.dir when the job folder lies under it (it may be
-    resolved anew in a launcher's worker process), else the job folder's parent."""
+    """The sweep folder of a job: its folder minus ``hydra.sweep.subdir``.  (Resolving
+    ``hydra.sweep.dir`` itself in a launcher's worker could run its resolvers again.)"""
     try:
-        sweep = Path(config.hydra.sweep.dir)
-        if sweep.resolve() in job_dir.resolve().parents:
-            return sweep
+        subdir, text = str(config.hydra.sweep.subdir), str(job_dir)
+        if subdir and text.endswith(subdir) and len(text) > len(subdir):
+            return Path(text[:-len(subdir)])
     except Exception:
         pass
     return job_dir.parent
+
+
+def _shown(path: Path) -> str:
+    """A folder as the user would type it: relative to the working directory when inside it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 # ----------------------------------------------------------------------------- mlptrain-summary

@@ -30,8 +30,19 @@ class TensorBoard:
         self.writer.add_text(tag, body, step)
 
     def image(self, tag: str, img, step: int) -> None:
-        """A ``(3, H, W)`` float image in [0, 1]."""
-        self.writer.add_image(tag, img, step, dataformats="CHW")
+        """A ``(3, H, W)`` float image in [0, 1], as PNG.  ``add_image`` compresses at zlib level 6;
+        level 1 is ~3x faster for ~30% more bytes, and these pictures are written during training."""
+        import io
+
+        import torch
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+        png = Summary.Image(height=arr.shape[0], width=arr.shape[1], colorspace=3, encoded_image_string=buf.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
 
     def histogram(self, tag: str, values, step: int, bins: int = 64) -> None:
         """Histogram of a tensor's finite values, binned by torch (``add_histogram`` goes through
