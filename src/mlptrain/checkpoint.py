@@ -24,13 +24,17 @@ class CheckpointError(RuntimeError):
 
 
 def versions() -> dict:
+    """Library versions as plain strings (from package metadata: no heavy imports)."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import hydra
-    import torchvision
-
-    return {"mlptrain": __import__("mlptrain").__version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+    out = {"python": platform.python_version()}
+    for name in ("mlptrain", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard"):
+        try:
+            out[name.removesuffix("-core")] = version(name)
+        except PackageNotFoundError:
+            out[name.removesuffix("-core")] = "unknown"
+    return out
 
 
 def atomic_write(path: Path, write) -> None:
@@ -72,7 +76,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        # weights_only refusals bury the reason ("Unsupported global: ...") below a long preamble.
+        first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])
         raise CheckpointError(f"{path} is not a readable mlptrain checkpoint (truncated or corrupt?): {first[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mlptrain checkpoint (no '{FORMAT}' header)")
