@@ -252,8 +252,13 @@ def failures(s: dict) -> list[str]:
 class SweepSummary(Callback):
     """Keeps ``summary.csv``/``summary.md`` of a multirun up to date (see the module docstring)."""
 
+    def __init__(self) -> None:
+        self.earlier: set[str] = set()  # job folders already in a reused sweep folder
+
     def on_multirun_start(self, config, **kwargs) -> None:
         failed_jobs.clear()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.earlier = {str(j) for j in find_jobs(sweep_dir)} if sweep_dir.is_dir() else set()
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
@@ -271,8 +276,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         s = self._write(Path(config.hydra.sweep.dir))
-        if s is not None:
-            failed_jobs[:] = failures(s)
+        if s is not None:  # this sweep's failures, for the exit code
+            failed_jobs[:] = failures({"rows": [r for r in s["rows"] if str(r["path"]) not in self.earlier]})
             log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
 
     @staticmethod
