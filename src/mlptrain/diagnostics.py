@@ -64,7 +64,9 @@ class Diagnostics:
         self.classification = trainer.task.task == "classification"
         self.in_features = meta["in_features"]
         self.images_of_inputs = self.classification and images.is_image_shape(meta["input_shape"])
-        self.names = layer_names(trainer.model)
+        # The bare network (a DistributedDataParallel wrapper would sync gradients on our backward).
+        self.model = getattr(trainer.model, "module", trainer.model)
+        self.names = layer_names(self.model)
         n = min(SAMPLE_ROWS, len(trainer.data.x_train))
         self.sample = (trainer.data.x_train[:n].to(trainer.device), trainer.data.y_train[:n].to(trainer.device))
         self.done: set[tuple[str, int]] = set()
@@ -89,18 +91,16 @@ class Diagnostics:
 
     def test_end(self, step: int) -> None:
         """After testing (the model holds the best weights): the test split's pictures."""
-        if self.image_every < 0 or not self.classification:
-            return
-        t0 = time.perf_counter()
-        x, y = self.t.data.x_test, self.t.data.y_test
-        self.classifier_pictures("test", x, y, step)
-        self.seconds += time.perf_counter() - t0
+        if self.image_every >= 0 and self.classification:
+            t0 = time.perf_counter()
+            self.classifier_pictures("test", self.t.data.x_test, self.t.data.y_test, step)
+            self.seconds += time.perf_counter() - t0
         log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, self.t.state.train_time)
 
     # --------------------------------------------------------------------------- model calls
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        model, bs = self.t.model, self.t.cfg.eval_batch_size
+        model, bs = self.model, self.t.cfg.eval_batch_size
         was_training = model.training
         model.eval()
         dev = self.t.device
@@ -142,7 +142,7 @@ class Diagnostics:
 
     # --------------------------------------------------------------------------- inside the network
     def inside(self, step: int) -> None:
-        model, task = self.t.model, self.t.task
+        model, task = self.model, self.t.task
         acts: dict[str, torch.Tensor] = {}
 
         def keep(name):
