@@ -195,14 +195,24 @@ def is_image_shape(input_shape) -> bool:
     return len(s) == 2 and min(s) >= 4
 
 
+def tile(images: torch.Tensor, nrow: int, pad: int) -> torch.Tensor:
+    """``(N, 3, H, W)`` images in rows of ``nrow`` on a white canvas, ``pad`` pixels apart (the layout
+    of torchvision's make_grid, without importing torchvision: seconds per run for one picture)."""
+    n, c, h, w = images.shape
+    cols, rows = min(nrow, n), -(-n // nrow)
+    canvas = torch.ones(c, pad + rows * (h + pad), pad + cols * (w + pad))
+    for i, img in enumerate(images):
+        top, left = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
+        canvas[:, top:top + h, left:left + w] = img
+    return canvas
+
+
 @torch.no_grad()
 def misclassified_grid(x: torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tensor, confidence: torch.Tensor,
                        input_shape, max_images: int = 64, nrow: int = 8):
     """The most confident mistakes, as a grid; each tile carries the true class (green, left)
     and the predicted one (red, right).  Returns ``(image, [(index, true, predicted, confidence)])``,
     or ``(None, [])`` when nothing is misclassified."""
-    from torchvision.utils import make_grid
-
     y_true, y_pred, confidence = y_true.cpu(), y_pred.cpu(), confidence.float().cpu()
     wrong = (y_true != y_pred).nonzero().flatten()
     if len(wrong) == 0:
@@ -215,7 +225,7 @@ def misclassified_grid(x: torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tens
     if up > 1:
         tiles = tiles.repeat_interleave(up, 2).repeat_interleave(up, 3)
     pad = 2
-    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)
+    grid = tile(tiles, nrow, pad)
     h, w = tiles.shape[-2:]
     scale = max(1, h // 28)
     green, red = torch.tensor([0.1, 0.85, 0.1]), torch.tensor([1.0, 0.15, 0.15])
