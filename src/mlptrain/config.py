@@ -177,10 +177,13 @@ class OptimConfig:
         _check(_finite(self.lr) and self.lr > 0, "optim.lr", f"must be a positive number, got {self.lr}")
         wd = self.kwargs.get("weight_decay", 0.0)
         _check(_finite(wd) and wd >= 0, "optim.weight_decay", f"must be >= 0, got {wd}")
-        for key in ("momentum", "alpha", "dampening"):
+        if "momentum" in self.kwargs:
+            v = self.kwargs["momentum"]
+            _check(_finite(v) and 0 <= v < 1, "optim.momentum", f"must be in [0, 1), got {v}")
+        for key in ("alpha", "dampening"):  # RMSprop's smoothing constant, SGD's dampening
             if key in self.kwargs:
                 v = self.kwargs[key]
-                _check(_finite(v) and 0 <= v < 1 + (key == "alpha"), f"optim.{key}", f"must be in [0, 1), got {v}")
+                _check(_finite(v) and 0 <= v <= 1, f"optim.{key}", f"must be in [0, 1], got {v}")
         if "betas" in self.kwargs:
             b = self.kwargs["betas"]
             _check(isinstance(b, (list, tuple)) and len(b) == 2 and all(_finite(x) and 0 <= x < 1 for x in b),
@@ -199,9 +202,12 @@ class SchedulerConfig:
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step / exponential decay factor
     warmup_epochs: float = 0.0  # cosine: linear warmup length
-    min_lr: float = 0.0  # cosine floor
+    min_lr: float = 0.0  # cosine floor; plateau's lower bound
     max_lr: Optional[float] = None  # onecycle peak (default: optim.lr)
-    pct_start: float = 0.3  # onecycle
+    pct_start: float = 0.3  # onecycle: fraction of steps spent rising
+    div_factor: float = 25.0  # onecycle: start at max_lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: end at start / final_div_factor
+    cycle_momentum: bool = True  # onecycle: cycle momentum / beta1 inversely (when the optimizer uses it)
     factor: float = 0.1  # plateau
     patience: int = 5  # plateau
 
@@ -213,6 +219,9 @@ class SchedulerConfig:
         _check(_finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
         _check(self.max_lr is None or (_finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr", f"must be > 0, got {self.max_lr}")
         _check(_finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start", f"must be in (0, 1), got {self.pct_start}")
+        _check(_finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor", f"must be >= 1, got {self.div_factor}")
+        _check(_finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
+               f"must be >= 1, got {self.final_div_factor}")
         _check(_finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
         _check(self.patience >= 0, "scheduler.patience", f"must be >= 0, got {self.patience}")
 
@@ -232,7 +241,7 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 60
-    max_steps: int = -1  # > 0: stop after this many optimizer steps, whatever epochs says
+    max_steps: int = -1  # > 0: train exactly this many optimizer steps; epochs is then ignored
     batch_size: int = 128
     eval_batch_size: int = 4096
     device: str = "auto"
