@@ -42,7 +42,19 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
 SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
 VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
-LOSSES = ("cross_entropy", "nll", "mse", "bce", "l1", "huber", "gaussian_nll", "laplace_nll")
+# Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
+# misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
+LOSS_TASKS = {
+    "cross_entropy": ("classification",),
+    "nll": ("classification",),
+    "mse": ("classification", "regression"),
+    "bce": ("binary",),
+    "l1": ("regression",),
+    "huber": ("regression",),
+    "gaussian_nll": ("regression",),
+    "laplace_nll": ("regression",),
+}
+LOSSES = tuple(LOSS_TASKS)
 
 
 # ----------------------------------------------------------------------------- data
@@ -66,6 +78,11 @@ class SyntheticConfig:
         _check(self.n_classes >= 2, "dataset.n_classes", f"must be >= 2, got {self.n_classes}")
         _check(self.n_features >= 5, "dataset.n_features", f"must be >= 5, got {self.n_features}")
         _split_fractions(self.val_fraction, self.test_fraction)
+
+    @property
+    def classes(self) -> int:
+        """Classes of a classification set: moons, circles and xor are binary."""
+        return self.n_classes if self.name in ("spirals", "blobs") else 2
 
 
 def _split_fractions(val: float, test: Optional[float]) -> None:
@@ -149,17 +166,49 @@ class LossConfig:
     label_smoothing: float = 0.0  # cross_entropy
     output: str = "softmax"  # mse on classes: softmax | raw
     huber_delta: float = 1.0
-    variance: str = "softplus"  # gaussian_nll: softplus | exp
-    min_variance: float = 1e-6
+    variance: str = "softplus"  # gaussian_nll / laplace_nll: how the spread is kept positive: softplus | exp
+    min_variance: float = 1e-6  # floor on the variance (Laplace: the scale), in standardised target units
 
     def __post_init__(self) -> None:
         _choice(self.name, "loss.name", LOSSES)
         _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
+        _check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
+               f"only applies to loss=cross_entropy, not loss={self.name}")
         _choice(self.output, "loss.output", ("softmax", "raw"))
         _check(_finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
         _choice(self.variance, "loss.variance", ("softplus", "exp"))
         _check(_finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
+
+
+def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
+    """Losses that fit a task; ``n_classes`` None (not known yet) keeps bce as a candidate."""
+    kinds = {task} | ({"binary"} if task == "classification" and n_classes in (2, None) else set())
+    return [name for name, fits in LOSS_TASKS.items() if kinds & set(fits)]
+
+
+def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = None) -> Optional[str]:
+    """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
+    fits = losses_for(task, n_classes)
+    if loss in fits:
+        return None
+    what = f"{task}, {n_classes} classes" if n_classes else task
+    if n_classes is None and "bce" in fits:
+        fits[fits.index("bce")] = "bce (two classes only)"
+    return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
+
+
+def dataset_task(ds: Any) -> Optional[tuple[str, Optional[int]]]:
+    """(task, classes) of a dataset config when known without loading it (classes None: unknown)."""
+    if isinstance(ds, SyntheticConfig):
+        if ds.name in SYNTHETIC_REGRESSION:
+            return "regression", None
+        return "classification", ds.classes
+    if isinstance(ds, VisionConfig):
+        return "classification", None
+    if isinstance(ds, CsvConfig) and ds.task != "auto":
+        return ds.task, None
+    return None
 
 
 # ----------------------------------------------------------------------------- optim
@@ -348,7 +397,7 @@ def parse(cfg: DictConfig) -> RunConfig:
     ds_name = cfg.dataset.get("name")
     if ds_name not in DATASET_SCHEMAS:
         raise ConfigError(f"dataset.name: unknown dataset {ds_name!r}; valid choices: {', '.join(DATASET_SCHEMAS)}")
-    return RunConfig(
+    run = RunConfig(
         dataset=_typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset"),
         model=_typed(ModelConfig, cfg.model, "model"),
         loss=_typed(LossConfig, cfg.loss, "loss"),
@@ -358,6 +407,12 @@ def parse(cfg: DictConfig) -> RunConfig:
         seed=seed,
         raw=OmegaConf.to_container(cfg),
     )
+    known = dataset_task(run.dataset)
+    if known:  # a loss that cannot fit fails here, before any data is loaded or downloaded
+        problem = loss_misfit(run.loss.name, ds_name, *known)
+        if problem:
+            raise ConfigError(problem)
+    return run
 
 
 def _parse_optim(node: Any) -> OptimConfig:

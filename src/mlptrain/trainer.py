@@ -128,10 +128,13 @@ class Trainer:
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, calibrate: bool = False) -> dict[str, float]:
+        """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
         with self.autocast():
             out = torch.cat([self.forward(xb) for xb, _ in eval_batches(x, y, self.cfg.eval_batch_size)])
+        if calibrate:
+            self.task.calibrate(out, y)
         return self.task.metrics(out, y)
 
     def _improved(self, value: float, best: float | None, delta: float = 0.0) -> bool:
@@ -176,7 +179,7 @@ class Trainer:
             self.schedule.step_batch()
             losses[i] = loss.detach()
             if classification:
-                correct += (self._predicted_class(out) == yb).sum()
+                correct += (self.task.predicted_class(out) == yb).sum()
             self.state.step += 1
             progress.step(i + 1, n_steps)
         self._check_finite(losses)
@@ -196,9 +199,6 @@ class Trainer:
             return {"grad_norm": math.nan, "grad_norm_max": math.nan, "clip_frac": math.nan}
         mean, peak, frac = torch.stack([norms.mean(), norms.max(), (norms > clip).float().mean()]).tolist()
         return {"grad_norm": mean, "grad_norm_max": peak, "clip_frac": frac}
-
-    def _predicted_class(self, out):
-        return (out[:, 0] > 0).long() if self.task.loss_name == "bce" else out.argmax(1)
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         if self.cfg.nan_policy == "skip_batch":
@@ -242,7 +242,7 @@ class Trainer:
                 raise
             dt = time.perf_counter() - t0
             state.train_time += dt
-            val = self.evaluate(*self.val)
+            val = self.evaluate(*self.val, calibrate=True)
             state.epoch += 1
             step_lrs = self.schedule.drain_step_lrs()  # per-step schedules: the lr of every step
             lr = step_lrs[-1] if step_lrs else self.optimizer.param_groups[0]["lr"]  # the lr this epoch ended on
@@ -309,8 +309,7 @@ class Trainer:
         return out
 
     def metric_tags(self) -> list[str]:
-        names = {"classification": ["loss", "acc", "nll", "ece"], "regression": ["loss", "rmse", "mae", "r2"],
-                 "probabilistic": ["loss", "rmse", "mae", "r2", "nll", "coverage95"]}[self.task.kind]
+        names = self.task.metric_names
         return ([f"hparam/best_val_{self.monitor}"] + [f"hparam/test_{n}" for n in names] + ["hparam/train_time_s"])
 
     # --------------------------------------------------------------------------- outputs
