@@ -3,7 +3,7 @@
 Called by the trainer at epoch end, never inside the step loop:
 
 * pictures (``trainer.image_every_n_epochs``): the decision boundary of 2-D classification
-  sets, the 1-D regression fit (with the +-2 sigma band of probabilistic heads), the
+  sets, the 1-D regression fit (with the +-2 sigma band of ``Task.mean_and_std``), the
   validation confusion matrix and, for image sets, the most confident validation mistakes;
   after training, the same two for the test split on the best weights (``test/*``);
 * inside the network (``trainer.histogram_every_n_epochs``): per-layer weight and gradient
