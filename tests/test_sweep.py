@@ -27,12 +27,13 @@ def read_csv(sweep_dir):
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-    """A real sweep folder: one job that fails (bce on a 3-class set), then 2 widths x 2 seeds."""
+    """A real sweep folder: one job that fails (a monitor the classification task does not have,
+    found when the job builds its task), then 2 widths x 2 seeds."""
     root = tmp_path_factory.mktemp("sweep")
     d = root / "multirun"
-    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "loss=bce", cwd=root)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("mlptrain: error: 1 job(s) failed: 0: loss=bce does not fit")
+    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "trainer.monitor=rmse", cwd=root)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("mlptrain: error: 1 job(s) failed: 0: trainer.monitor: 'rmse'")
     r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "model.hidden=[4],[8]", "seed=0,1", "trainer.epochs=2", cwd=root)
     assert r.returncode == 0, r.stderr  # the earlier failure in the reused folder is not this sweep's
     return d
@@ -54,8 +55,8 @@ def test_one_row_per_job_best_first_with_the_failure_last(sweep_dir):
     rows = read_csv(sweep_dir)
     assert len(rows) == 5
     assert [r["status"] for r in rows] == ["completed"] * 4 + ["failed"]
-    assert "loss=bce does not fit dataset=spirals" in rows[-1]["error"]
-    assert rows[-1]["loss"] == "bce" and rows[0]["loss"] == ""
+    assert "trainer.monitor: 'rmse' is not a metric" in rows[-1]["error"]
+    assert rows[-1]["trainer.monitor"] == "rmse" and rows[0]["trainer.monitor"] == ""
     objectives = [float(r["val/acc (best)"]) for r in rows[:4]]
     assert objectives == sorted(objectives, reverse=True)  # val/acc: higher is better
     jobs = _job_metrics(sweep_dir)
@@ -71,15 +72,15 @@ def test_one_row_per_job_best_first_with_the_failure_last(sweep_dir):
 def test_seed_only_differences_are_grouped_as_mean_and_std(sweep_dir):
     s = sweep.summarize(sweep_dir)
     jobs = _job_metrics(sweep_dir)
-    groups = {(g["setting"]["model.hidden"], g["setting"]["loss"]): g for g in s["groups"]}
-    assert set(groups) == {("[4]", None), ("[8]", None), ("[8]", "bce")}  # the failed job is a setting of its own
+    groups = {(g["setting"]["model.hidden"], g["setting"]["trainer.monitor"]): g for g in s["groups"]}
+    assert set(groups) == {("[4]", None), ("[8]", None), ("[8]", "rmse")}  # the failed job is a setting of its own
     for width in ("[4]", "[8]"):
         values = [jobs[(width, seed)]["test"]["acc"] for seed in ("0", "1")]
         g = groups[(width, None)]
         mean, std = g["stats"]["test/acc"]
         assert g["completed"] == 2 and sorted(g["seeds"]) == ["0", "1"]
         assert mean == pytest.approx(statistics.fmean(values)) and std == pytest.approx(statistics.stdev(values))
-    failed = groups[("[8]", "bce")]
+    failed = groups[("[8]", "rmse")]
     assert failed["completed"] == 0 and failed["stats"] == {} and failed["n"] == 1
     md = (sweep_dir / "summary.md").read_text()
     assert "## Mean ± std over seeds" in md and "5 job(s): 4 completed, 1 failed" in md
