@@ -10,7 +10,9 @@ import copy
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
 from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.models import build_model, count_parameters
-from mlptrain.optim import build_optimizer, build_scheduler, grad_norm
+from mlptrain.optim import build_optimizer, build_scheduler
 from mlptrain.progress import Progress
 
 log = logging.getLogger("mlptrain")
@@ -65,7 +67,8 @@ class State:
     step: int = 0  # optimizer steps taken
     best_value: float | None = None
     best_epoch: int = 0
-    bad_epochs: int = 0  # epochs without improvement (early stopping)
+    bad_epochs: int = 0  # epochs without an improvement of at least min_delta (early stopping)
+    stop_best: float | None = None  # early stopping's reference value (moves only by >= min_delta)
     history: list = field(default_factory=list)
     train_time: float = 0.0
 
@@ -90,7 +93,14 @@ class Trainer:
         self.val = (self.data.x_val.to(self.device), self.data.y_val.to(self.device))
         self.optimizer = build_optimizer(run.optim, self.model, self.device)
         steps_per_epoch = len(self.train_batches)
-        self.total_steps = self.cfg.max_steps if self.cfg.max_steps > 0 else self.cfg.epochs * steps_per_epoch
+        # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last
+        # epoch may be partial), and schedules that span the run are sized to it.
+        if self.cfg.max_steps > 0:
+            self.total_steps = self.cfg.max_steps
+            self.max_epochs = -(-self.cfg.max_steps // steps_per_epoch)
+        else:
+            self.total_steps = self.cfg.epochs * steps_per_epoch
+            self.max_epochs = self.cfg.epochs
         self.schedule = build_scheduler(run.scheduler, self.optimizer, steps_per_epoch, self.total_steps,
                                         run.optim.lr, self.mode)
         self.autocast, self.scaler = self._precision()
@@ -118,17 +128,18 @@ class Trainer:
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, calibrate: bool = False) -> dict[str, float]:
+        """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
         with self.autocast():
             out = torch.cat([self.forward(xb) for xb, _ in eval_batches(x, y, self.cfg.eval_batch_size)])
+        if calibrate:
+            self.task.calibrate(out, y)
         return self.task.metrics(out, y)
 
-    def _improved(self, value: float) -> bool:
-        best = self.state.best_value
+    def _improved(self, value: float, best: float | None, delta: float = 0.0) -> bool:
         if best is None:
             return True
-        delta = self.cfg.early_stopping.min_delta
         return value < best - delta if self.mode == "min" else value > best + delta
 
     # --------------------------------------------------------------------------- the loop
@@ -142,7 +153,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device)
         classification = self.task.task == "classification"
         clip = self.cfg.grad_clip
-        pre_clip_norm = torch.zeros((), device=self.device)
+        norms = torch.zeros(n_steps if clip > 0 else 0, device=self.device)  # pre-clip, read once per epoch
         for i, (xb, yb) in enumerate(batches.epoch()):
             if i >= n_steps:
                 break
@@ -156,7 +167,7 @@ class Trainer:
             else:
                 loss.backward()
             if clip > 0:
-                pre_clip_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                norms[i] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss):
                 losses[i] = float("nan")
                 continue  # an explicit per-step check: the user asked to skip bad batches
@@ -168,7 +179,7 @@ class Trainer:
             self.schedule.step_batch()
             losses[i] = loss.detach()
             if classification:
-                correct += (self._predicted_class(out) == yb).sum()
+                correct += (self.task.predicted_class(out) == yb).sum()
             self.state.step += 1
             progress.step(i + 1, n_steps)
         self._check_finite(losses)
@@ -177,11 +188,17 @@ class Trainer:
         if classification:
             stats["acc"] = correct.item() / max(1, min(n_steps * batches.batch_size, len(batches.x)))
         if clip > 0:
-            stats["grad_norm"] = float(pre_clip_norm)
+            stats.update(self._clip_stats(norms, clip))
         return stats
 
-    def _predicted_class(self, out):
-        return (out[:, 0] > 0).long() if self.task.loss_name == "bce" else out.argmax(1)
+    @staticmethod
+    def _clip_stats(norms: torch.Tensor, clip: float) -> dict[str, float]:
+        """The epoch's pre-clip global gradient norms: mean, max and the fraction of steps clipped."""
+        norms = norms[torch.isfinite(norms)]  # fp16 overflow steps are skipped by the scaler anyway
+        if not len(norms):
+            return {"grad_norm": math.nan, "grad_norm_max": math.nan, "clip_frac": math.nan}
+        mean, peak, frac = torch.stack([norms.mean(), norms.max(), (norms > clip).float().mean()]).tolist()
+        return {"grad_norm": mean, "grad_norm_max": peak, "clip_frac": frac}
 
     def _check_finite(self, losses: torch.Tensor) -> None:
         if self.cfg.nan_policy == "skip_batch":
@@ -205,14 +222,15 @@ class Trainer:
         if cfg.resume:
             self._resume(cfg.resume)
         tb = self._tensorboard()
-        progress = Progress(cfg.progress, cfg.epochs)
+        diagnostics = self._diagnostics(tb)
+        progress = Progress(cfg.progress, self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
         log.info("data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)", self.meta["name"],
                  *self.meta["sizes"].values(), self.task.kind, self.monitor, self.mode)
         stop_reason = "completed"
-        while state.epoch < cfg.epochs and (cfg.max_steps < 0 or state.step < cfg.max_steps):
+        while state.epoch < self.max_epochs and (cfg.max_steps < 0 or state.step < cfg.max_steps):
             progress.start_epoch(state.epoch + 1)
             t0 = time.perf_counter()
             try:
@@ -224,14 +242,18 @@ class Trainer:
                 raise
             dt = time.perf_counter() - t0
             state.train_time += dt
-            val = self.evaluate(*self.val)
+            val = self.evaluate(*self.val, calibrate=True)
             state.epoch += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.schedule.step_epoch(val[self.monitor])
-            improved = self._improved(val[self.monitor])
+            step_lrs = self.schedule.drain_step_lrs()  # per-step schedules: the lr of every step
+            lr = step_lrs[-1] if step_lrs else self.optimizer.param_groups[0]["lr"]  # the lr this epoch ended on
+            value = val[self.monitor]
+            self.schedule.step_epoch(value)
+            improved = self._improved(value, state.best_value)  # any improvement keeps the weights
             if improved:
-                state.best_value, state.best_epoch, state.bad_epochs = val[self.monitor], state.epoch, 0
+                state.best_value, state.best_epoch = value, state.epoch
                 self.best_weights = copy.deepcopy(self.model.state_dict())
+            if self._improved(value, state.stop_best, cfg.early_stopping.min_delta):
+                state.stop_best, state.bad_epochs = value, 0
             else:
                 state.bad_epochs += 1
             n_seen = min(steps_per_epoch * cfg.batch_size, len(self.data.y_train))
@@ -240,7 +262,10 @@ class Trainer:
             state.history.append(row)
             tb.scalars({k: v for k, v in row.items() if "/" in k}, state.epoch)
             tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
+            tb.series("lr/step", step_lrs, state.step - len(step_lrs) + 1)
             progress.end_epoch(self._epoch_line(row, improved))
+            if diagnostics:
+                diagnostics.epoch_end(state.epoch)
             if cfg.checkpoint:
                 self._save("last.pt")
                 if improved:
@@ -248,11 +273,16 @@ class Trainer:
             self._write_metrics("running")
             if cfg.early_stopping.enabled and state.bad_epochs >= cfg.early_stopping.patience:
                 stop_reason = "early_stopped"
-                log.info("early stopping: val/%s has not improved for %d epochs (best %.4g at epoch %d)",
-                         self.monitor, state.bad_epochs, state.best_value, state.best_epoch)
+                log.info("early stopping: val/%s has not improved by more than %g for %d epochs "
+                         "(best %.4g at epoch %d)", self.monitor, cfg.early_stopping.min_delta, state.bad_epochs,
+                         state.best_value, state.best_epoch)
                 break
         progress.close()
+        if diagnostics:
+            diagnostics.epoch_end(state.epoch, last=True)
         test = self._test()
+        if diagnostics:
+            diagnostics.test_end(state.epoch)
         result = self._write_metrics(stop_reason, test)
         tb.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
         tb.close()
@@ -263,7 +293,7 @@ class Trainer:
         keys = ["train/loss", "train/acc", "val/loss", f"val/{self.monitor}"]
         parts = [f"{k} {row[k]:.4f}" for k in dict.fromkeys(keys) if k in row]
         star = " *" if improved else ""
-        return (f"epoch {row['epoch']:>3}/{self.cfg.epochs}  " + "  ".join(parts)
+        return (f"epoch {row['epoch']:>3}/{self.max_epochs}  " + "  ".join(parts)
                 + f"  lr {row['lr']:.2e}  {row['time_s']:.2f}s{star}")
 
     def _test(self) -> dict[str, float]:
@@ -279,8 +309,7 @@ class Trainer:
         return out
 
     def metric_tags(self) -> list[str]:
-        names = {"classification": ["loss", "acc", "nll", "ece"], "regression": ["loss", "rmse", "mae", "r2"],
-                 "probabilistic": ["loss", "rmse", "mae", "r2", "nll", "coverage95"]}[self.task.kind]
+        names = self.task.metric_names
         return ([f"hparam/best_val_{self.monitor}"] + [f"hparam/test_{n}" for n in names] + ["hparam/train_time_s"])
 
     # --------------------------------------------------------------------------- outputs
@@ -293,6 +322,15 @@ class Trainer:
             tb.text("config", "```\n" + json.dumps(self.run.raw, indent=2) + "\n```")
             tb.hparams_start(self.hparams, self.metric_tags())
         return tb
+
+    def _diagnostics(self, tb):
+        """Pictures and histograms at epoch ends (None when both are off); epoch 0 = the initial weights."""
+        from mlptrain.diagnostics import Diagnostics
+
+        diagnostics = Diagnostics.for_trainer(self, tb)
+        if diagnostics and self.state.epoch == 0:
+            diagnostics.epoch_end(0)
+        return diagnostics
 
     def _write_metrics(self, status: str, test: dict | None = None) -> dict:
         s = self.state
@@ -310,6 +348,9 @@ class Trainer:
             "steps": s.step,
             "train_time_s": s.train_time,
             "parameters": count_parameters(self.model),
+            # Where and how the job ran (sweeps: which node / worker process, threads per job).
+            "runtime": {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                        "device": str(self.device)},
             "history": s.history,
         }
         write_json(self.out_dir / "metrics.json", result)
@@ -325,7 +366,7 @@ class Trainer:
             "epoch": s.epoch,
             "step": s.step,
             "best": {"metric": f"val/{self.monitor}", "mode": self.mode, "value": s.best_value, "epoch": s.best_epoch},
-            "early_stopping": {"bad_epochs": s.bad_epochs},
+            "early_stopping": {"bad_epochs": s.bad_epochs, "best": s.stop_best},
             "history": s.history,
             "train_time_s": s.train_time,
             "config": self.run.raw,
@@ -349,6 +390,7 @@ class Trainer:
         s.epoch, s.step, s.history, s.train_time = ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["train_time_s"]
         s.best_value, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
         s.bad_epochs = ckpt["early_stopping"]["bad_epochs"]
+        s.stop_best = ckpt["early_stopping"].get("best", s.best_value)
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         self.train_batches.generator.set_state(rng["data_order"])
