@@ -267,6 +267,8 @@ def test_config_errors_are_caught_before_loading():
         CsvConfig(path="x.csv", target="y", missing="drop")
     with pytest.raises(ConfigError, match="dataset.delimiter: must be one character"):
         CsvConfig(path="x.csv", target="y", delimiter=";;")
+    assert CsvConfig(path="x.csv", target="y", delimiter="tab").delimiter == CsvConfig(
+        path="x.csv", target="y", delimiter="\\t").delimiter == "\t"
 
 
 def test_bad_column_from_the_command_is_one_line(tmp_path):

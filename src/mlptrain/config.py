@@ -137,7 +137,9 @@ class CsvConfig:
         _check(bool(self.target.strip()), "dataset.target", "must name the target column")
         _choice(self.task, "dataset.task", ("auto", "classification", "regression"))
         _choice(self.missing, "dataset.missing", MISSING_POLICIES)
-        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character, got {self.delimiter!r}")
+        if self.delimiter in ("tab", "\\t"):  # a tab is hard to type on a command line
+            self.delimiter = "\t"
+        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character or tab, got {self.delimiter!r}")
         _split_fractions(self.val_fraction, None if self.test_path else self.test_fraction)
 
 
