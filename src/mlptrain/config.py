@@ -111,6 +111,10 @@ class VisionConfig:
         _split_fractions(self.val_fraction, None)
 
 
+MISSING_POLICIES = ("mean", "median", "most_frequent", "error")
+NA_VALUES = ["", "NA", "N/A", "NaN", "null", "None", "?"]
+
+
 @dataclass
 class CsvConfig:
     """A user's own table: one row per example, one target column."""
@@ -118,19 +122,27 @@ class CsvConfig:
     name: str = "csv"
     path: str = "???"
     target: str = "???"
-    task: str = "auto"  # auto | classification | regression
-    test_path: Optional[str] = None
+    task: str = "auto"  # auto (integer/string target: classification, float: regression) | classification | regression
+    test_path: Optional[str] = None  # a separate test table; otherwise test_fraction of path is held out
     features: Optional[list[str]] = None  # default: every column but the target
-    missing: str = "impute"  # impute | error
+    categorical: list[str] = field(default_factory=list)  # one-hot these even if they look numeric (codes, ids)
+    # Missing cells: imputed from the training split (numeric: mean/median/most frequent; categorical:
+    # most frequent) or rejected (error).
+    missing: str = "mean"
+    na_values: list[str] = field(default_factory=lambda: list(NA_VALUES))  # cells that mean "missing" (any case)
     delimiter: str = ","
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")
+        _check(bool(self.target.strip()), "dataset.target", "must name the target column")
         _choice(self.task, "dataset.task", ("auto", "classification", "regression"))
-        _choice(self.missing, "dataset.missing", ("impute", "error"))
-        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character, got {self.delimiter!r}")
+        _choice(self.missing, "dataset.missing", MISSING_POLICIES)
+        if self.delimiter in ("tab", "\\t"):  # a tab is hard to type on a command line
+            self.delimiter = "\t"
+        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character or tab, got {self.delimiter!r}")
         _split_fractions(self.val_fraction, None if self.test_path else self.test_fraction)
 
 
