@@ -21,9 +21,10 @@ from mlptrain import checkpoint
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import ConfigError
 
-# ~70 steps an epoch, dropout (so the torch RNG matters) and a mid-epoch checkpoint every 9 steps.
+# ~70 steps an epoch, dropout (so the torch RNG matters), a per-step schedule (its lr/step series is
+# logged per optimizer step, the other scalars per epoch) and a mid-epoch checkpoint every 9 steps.
 RUN = ["dataset.n_samples=1000", "model.hidden=[16]", "model.dropout=0.1", "trainer.batch_size=10",
-       "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1"]
+       "scheduler=cosine", "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1"]
 TIMING = {"time_s", "samples_per_s", "train_time_s"}
 
 
@@ -51,7 +52,9 @@ def assert_same_run(ref: Path, resumed: Path) -> None:
         wa, wb = (checkpoint.load(d / name)["model"] for d in (ref, resumed))
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
-    assert scalars(ref) == scalars(resumed)
+    sa, sb = scalars(ref), scalars(resumed)
+    assert "lr/step" in sa and len(sa["lr/step"]) == a["steps"]
+    assert sa == sb  # every tag, every step once, the same values
 
 
 def scalars(run_dir: Path) -> dict:

@@ -164,6 +164,7 @@ class Trainer:
         self.best_weights = None
         self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
         self._resumed = False
+        self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (TensorBoard cut)
         self._last_saved: str | None = None  # the newest last.pt, for messages
         self._stop = signals.GracefulStop()  # installed by fit(); read once per step
         self._epoch_t0 = 0.0
@@ -356,6 +357,7 @@ class Trainer:
                 return finished
         tb = self._tensorboard()
         diagnostics = self._diagnostics(tb)
+        tb.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
         progress = Progress(cfg.progress, self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
@@ -473,11 +475,15 @@ class Trainer:
 
     # --------------------------------------------------------------------------- outputs
     def _tensorboard(self):
-        from mlptrain.tb import TensorBoard
+        from mlptrain.tb import TensorBoard, drop_events_after
 
         resuming = self._resumed
-        # Scalars are logged per epoch: drop whatever a stopped run logged after its checkpoint.
-        tb = TensorBoard(self.out_dir, purge_step=self.state.epoch + 1 if resuming else None)
+        purge = None
+        if resuming and self._resumed_saved_at is not None:  # drop what a stopped run logged after its checkpoint
+            drop_events_after(self.out_dir, self._resumed_saved_at)
+        elif resuming:  # a checkpoint without its time: scalars are per epoch
+            purge = self.state.epoch + 1
+        tb = TensorBoard(self.out_dir, purge_step=purge)
         if not resuming:
             tb.text("config", "```\n" + json.dumps(self.run.raw, indent=2) + "\n```")
             tb.hparams_start(self.hparams, self.metric_tags())
@@ -543,6 +549,7 @@ class Trainer:
             "rng": rng,
             "best_model": best_model,
             "mid_epoch": mid_epoch,
+            "saved_at": time.time(),  # after the events so far were flushed: a resume keeps exactly those
         })
         if name == "last.pt":
             self._last_saved = f"{path} ({_position(s.epoch, s.step, mid_epoch is not None)})"
@@ -587,6 +594,7 @@ class Trainer:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
+        self._resumed_saved_at = ckpt.get("saved_at")
         checkpoint.remove_stale_temps(self.out_dir)  # a SIGKILL during a write leaves one behind
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
