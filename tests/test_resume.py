@@ -191,3 +191,26 @@ def test_resume_command_round_trips_awkward_paths(path):
     assert cmd[0] == "mlptrain"
     (o,) = OverridesParser.create().parse_overrides(cmd[1:])
     assert o.key_or_group == "trainer.resume" and Path(o.value()).resolve() == Path(path).resolve()
+
+
+def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_cfg, tmp_path):
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mlptrain import cli
+    from mlptrain.resume import run_dir_of
+
+    train(out=tmp_path / "first")
+    copied = tmp_path / "elsewhere" / "x.pt"
+    copied.parent.mkdir()
+    shutil.copy(tmp_path / "first" / "last.pt", copied)
+    assert run_dir_of(copied) is None and run_dir_of(tmp_path / "first" / "last.pt") == tmp_path / "first"
+    new = tmp_path / "new"
+    metrics = cli.run(make_cfg("dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none",
+                               "trainer.epochs=2", f"trainer.resume={copied}"), new)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    acc = EventAccumulator(str(new))
+    acc.Reload()
+    assert "config/text_summary" in acc.Tags()["tensors"]  # a new TensorBoard run gets its header
+    assert [e.step for e in acc.Scalars("val/acc")] == [2]

@@ -477,7 +477,8 @@ class Trainer:
     def _tensorboard(self):
         from mlptrain.tb import TensorBoard, drop_events_after
 
-        resuming = self._resumed
+        # Resuming in the run's own dir continues its TensorBoard run; a checkpoint resumed elsewhere starts one.
+        resuming = self._resumed and any(self.out_dir.glob("events.out.tfevents.*"))
         purge = None
         if resuming and self._resumed_saved_at is not None:  # drop what a stopped run logged after its checkpoint
             drop_events_after(self.out_dir, self._resumed_saved_at)
