@@ -1,7 +1,7 @@
 """Mixed precision and torch.compile for the trainer, safe on every device.
 
 ``trainer.precision``: fp32, or bf16/fp16 autocast of the model's forward pass
-(the loss is computed in fp32 on its output), with a gradient scaler for fp16.
+(the loss is computed in fp32 on its output; the trainer adds a gradient scaler for fp16).
 Where a choice cannot work (bf16 on a GPU without it, autocast unavailable on
 the device) it is a one-line ConfigError; on a CPU, bf16 uses AMX/AVX-512-BF16
 where present and is merely slow where not.
@@ -25,10 +25,11 @@ from mlptrain.config import ConfigError
 log = logging.getLogger("mlptrain")
 
 
-def autocast_and_scaler(precision: str, device: torch.device):
-    """``(autocast factory, GradScaler or None)`` for ``precision`` on ``device``."""
+def autocast_for(precision: str, device: torch.device):
+    """A factory of the autocast context for ``precision`` on ``device`` (fp32: none), or a ConfigError
+    saying what the device can do instead."""
     if precision == "fp32":
-        return nullcontext, None
+        return nullcontext
     dev = device.type
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if not torch.amp.is_autocast_available(dev):
@@ -40,7 +41,6 @@ def autocast_and_scaler(precision: str, device: torch.device):
         warnings.simplefilter("always")
         try:
             torch.autocast(dev, dtype=dtype)
-            scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
         except (RuntimeError, ValueError, AssertionError) as e:
             reasons = [str(e)]
         else:
@@ -48,7 +48,7 @@ def autocast_and_scaler(precision: str, device: torch.device):
     if reasons:
         raise ConfigError(f"trainer.precision: {precision} is not supported on {dev} "
                           f"({reasons[0].splitlines()[0]}); valid here: fp32")
-    return (lambda: torch.autocast(dev, dtype=dtype)), scaler
+    return lambda: torch.autocast(dev, dtype=dtype)
 
 
 class CompiledForward:

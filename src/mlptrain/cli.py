@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +26,10 @@ CONFIG_PACKAGE = "mlptrain.configs"
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 
 _failed_jobs: list[str] = []
+
+
+class TrialFailed(RuntimeError):
+    """A job of an optimising sweep failed (its one-line reason is the message)."""
 
 
 # ----------------------------------------------------------------------------- output dirs
@@ -44,6 +49,9 @@ def unique_dir(path: str) -> str:
             except FileExistsError:
                 n += 1
                 candidate = f"{path}-{n}"
+            except OSError as e:  # raised inside Hydra's resolution: leave with one line, not its traceback
+                print(f"mlptrain: error: cannot create the run dir {candidate}: {e.strerror or e}", file=sys.stderr)
+                sys.exit(EXIT_BAD_INPUT)
         _reserved[path] = candidate
     return _reserved[path]
 
@@ -58,7 +66,7 @@ def config_groups() -> dict[str, list[str]]:
     root = resources.files(CONFIG_PACKAGE)
     groups = {}
     for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(("_", ".")):
+        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra":  # hydra/: launcher presets
             groups[d.name] = sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
     return groups
 
@@ -80,6 +88,23 @@ def check_group_overrides(args: list[str]) -> None:
             if option not in groups[key] and option != "null":
                 raise ConfigError(f"{key}={option}: unknown option for group '{key}'; valid choices: "
                                   f"{', '.join(groups[key])}")
+
+
+def check_output_dirs(overrides) -> None:
+    """An explicit ``hydra.run.dir``/``hydra.sweep.dir`` that cannot be created fails here, in one line
+    (Hydra would create it later and report the failure with a traceback)."""
+    for o in overrides:
+        if o.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or o.is_sweep_override():
+            continue
+        value = o.value()
+        if not isinstance(value, str) or "${" in value:
+            continue
+        path = os.path.abspath(value)
+        while not os.path.lexists(path):
+            path = os.path.dirname(path)
+        if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+            why = "not writable" if os.path.isdir(path) else "not a directory"
+            raise ConfigError(f"{o.key_or_group}: cannot create {value}: {path} is {why}")
 
 
 def _sweep_values(value: str) -> list[str]:
@@ -118,17 +143,51 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None) -> dict:
-    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
+def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None,
+        direction: str | None = None) -> dict:
+    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``).
+    ``direction`` (minimize/maximize): the sweeper's, checked against the objective's mode."""
     from mlptrain.config import parse
 
     run_cfg = parse(cfg)
     from mlptrain.trainer import Trainer  # torch is imported here, after validation
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from mlptrain.checkpoint import check_writable
+
+    check_writable(out_dir)
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
-    return Trainer(run_cfg, out_dir, hparams=hp).fit()
+    try:
+        trainer = Trainer(run_cfg, out_dir, hparams=hp, overrides=overrides)
+        check_direction(direction, cfg, trainer.mode, trainer.monitor)  # where only the data could tell (csv)
+        return trainer.fit()
+    except (MemoryError, RuntimeError) as e:
+        from mlptrain.trainer import out_of_memory
+
+        raise out_of_memory(e) or e
+
+
+def launcher_threads(launcher, cpus: int | None = None) -> int:
+    """Torch threads per job for parallel launchers, so N jobs share the cores instead of each
+    taking all of them: joblib -> cores // n_jobs, submitit -> cpus_per_task; 0 = leave torch's default."""
+    cpus = cpus or os.cpu_count() or 1
+    if launcher is None:
+        return 0
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 1:
+        n = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)  # joblib: -1 = every core
+        return max(1, cpus // n)
+    return 0
+
+
+def _sweep_direction(sweeper) -> str | None:
+    """The sweeper's single optimisation direction (Optuna: Direction enum or string), if it has one."""
+    d = sweeper.get("direction") if sweeper is not None else None
+    if d is None or not isinstance(d, (str, Enum)):
+        return None
+    return str(getattr(d, "name", d)).rsplit(".", 1)[-1]
 
 
 def _user_errors():
@@ -139,6 +198,11 @@ def _user_errors():
     return (ConfigError, DataError, CheckpointError), TrainingError
 
 
+def _exit_code(e: BaseException, default: int) -> int:
+    """Interrupts exit like the shell reports a signal: 130 for SIGINT, 143 for SIGTERM."""
+    return getattr(e, "exit_code", default)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
@@ -147,23 +211,36 @@ def _hydra_main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    direction = None
+    if multirun:
+        threads = launcher_threads(hc.launcher)
+        if threads and cfg.trainer.num_threads == 0:
+            cfg.trainer.num_threads = threads
+        direction = _sweep_direction(hc.sweeper)
     try:
         bad_input, training_error = _user_errors()
         try:
-            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task))
+            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
         except bad_input as e:
             code, msg = EXIT_BAD_INPUT, str(e)
         except training_error as e:
-            code, msg = EXIT_FAILED, str(e)
+            code, msg = _exit_code(e, EXIT_FAILED), str(e)
         else:
             objective = result["objective"]
             return float("nan") if objective is None else float(objective)
-    except KeyboardInterrupt:
-        code, msg = 130, "interrupted"
+    except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
+        code, msg = _exit_code(e, 130), str(e) or "interrupted"
     _record_failure(out_dir, msg)
+    if code > 128:  # interrupted: stop here, a sweep included
+        print(f"mlptrain: {msg}", file=sys.stderr)
+        sys.exit(code)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
+        if direction is not None and code != 130:
+            # An optimising sweeper (Optuna) cannot take nan; a raised error marks the trial failed
+            # and, with hydra.sweeper.max_failure_rate, lets the study go on.
+            raise TrialFailed(msg)
         return float("nan")
     print(f"mlptrain: error: {msg}", file=sys.stderr)
     sys.exit(code)
@@ -178,15 +255,17 @@ def _record_failure(out_dir: Path, msg: str) -> None:
     try:
         metrics = out_dir / "metrics.json"
         data = json.loads(metrics.read_text()) if metrics.is_file() else {}
-        data.update({"status": data.get("status") if data.get("status") == "diverged" else "failed", "error": msg})
+        status = data.get("status")
+        data.update({"status": status if status in ("diverged", "interrupted") else "failed", "error": msg})
         atomic_write(metrics, lambda f: f.write(json.dumps(data, indent=2).encode()))
     except OSError:
         pass
 
 
 def compose_error(e: Exception) -> ConfigError:
+    """Hydra's composition error, in its own words, on one line."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return ConfigError(text.split(" full_key:")[0])
+    return ConfigError(text.split(" full_key:")[0] + _plugin_hint(text))
 
 
 def precompose(argv: list[str]) -> None:
@@ -210,7 +289,8 @@ def precompose(argv: list[str]) -> None:
     groups = config_groups()
     try:
         slots = []  # per override, the alternatives to compose with
-        for o in OverridesParser.create().parse_overrides(args.overrides):
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+        for o in parsed:
             if not o.is_sweep_override():
                 slots.append([o.input_line])
                 continue
@@ -221,13 +301,62 @@ def precompose(argv: list[str]) -> None:
                 structural = name in groups or name.startswith("hydra")
                 slots.append([f"{key}={v}" for v in (values if structural else values[:1])])
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfgs = [compose(config_name="config", overrides=list(c)) for c in itertools.product(*slots)]
+            cfgs = [compose(config_name="config", overrides=list(c), return_hydra_config=True)
+                    for c in itertools.product(*slots)]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         raise compose_error(e) from None
+    check_output_dirs(parsed)
+    from omegaconf import open_dict
+
     from mlptrain.config import parse
 
     for cfg in cfgs:
+        with open_dict(cfg):
+            sweeper = cfg.pop("hydra").get("sweeper")
         parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+        check_direction(_sweep_direction(sweeper), cfg)
+
+
+PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}
+
+
+def _plugin_hint(text: str) -> str:
+    """Name the extra to install when a sweeper/launcher config cannot be found."""
+    if "Could not find" in text or "Could not load" in text:
+        for needle, extra in PLUGINS.items():
+            if f"hydra/sweeper/{needle}" in text or f"hydra/launcher/{needle}" in text:
+                return f" (install the plugin: pip install 'mlptrain[{extra}]')"
+    return ""
+
+
+MAXIMISED = ("acc", "r2")  # as losses.MAXIMISE (kept torch-free here; a test checks they agree)
+DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
+
+def objective_mode(cfg: DictConfig) -> str | None:
+    """min/max of the objective as far as the config alone decides it (None: only the data can tell)."""
+    from mlptrain import config as C
+
+    t = cfg.trainer
+    if t.mode != "auto":
+        return t.mode
+    monitor = str(t.monitor).removeprefix("val/")
+    if monitor == "auto":  # the task's default: accuracy for classification, an error for regression
+        name = cfg.dataset.get("name")
+        if name in C.SYNTHETIC_CLASSIFICATION + C.VISION:
+            return "max"
+        return "min" if name in C.SYNTHETIC_REGRESSION else None
+    return "max" if monitor in MAXIMISED else "min"
+
+
+def check_direction(direction: str | None, cfg: DictConfig, mode: str | None = None, monitor: str = "") -> None:
+    """An optimising sweeper's direction must agree with the mode of the objective the jobs return."""
+    mode = mode or objective_mode(cfg)
+    if direction is None or mode is None or direction == DIRECTIONS[mode]:
+        return
+    what = f"val/{monitor}" if monitor else f"trainer.monitor={cfg.trainer.monitor}"
+    raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective {what} (mode {mode}); "
+                      f"valid: {DIRECTIONS[mode]} (or change trainer.monitor / trainer.mode)")
 
 
 def main() -> None:
@@ -238,16 +367,27 @@ def main() -> None:
 
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
                 return
+        if any(".resume=" in a for a in sys.argv[1:]):
+            from mlptrain.checkpoint import CheckpointError
+            from mlptrain.resume import resume_argv
+
+            try:  # continue in the resumed run's dir, with its own overrides first
+                sys.argv[1:] = resume_argv(sys.argv[1:])
+            except CheckpointError as e:
+                raise ConfigError(str(e)) from None
         precompose(sys.argv[1:])
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     from hydra_plugins.mlptrain_sweeper import register
 
-    register()  # hydra/sweeper=mlptrain (config.yaml)
+    register()  # the basic sweeper, minus the per-job composition precompose has made redundant
     _hydra_main()
-    if _failed_jobs:
-        print(f"mlptrain: error: {len(_failed_jobs)} job(s) failed: " + "; ".join(_failed_jobs), file=sys.stderr)
+    from mlptrain import sweep  # failures of jobs that ran in other processes (joblib, submitit)
+
+    failed = _failed_jobs + [f for f in sweep.failed_jobs if f not in _failed_jobs]
+    if failed:
+        print(f"mlptrain: error: {len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
         sys.exit(EXIT_FAILED)
 
 

@@ -26,8 +26,45 @@ class TensorBoard:
         for k, v in values.items():
             self.writer.add_scalar(k, v, step)
 
-    def text(self, tag: str, body: str) -> None:
-        self.writer.add_text(tag, body)
+    def series(self, tag: str, values: list[float], first_step: int) -> None:
+        """Values of consecutive steps, collected on the host and written in one go."""
+        for i, v in enumerate(values):
+            self.writer.add_scalar(tag, v, first_step + i)
+
+    def text(self, tag: str, body: str, step: int | None = None) -> None:
+        self.writer.add_text(tag, body, step)
+
+    def image(self, tag: str, img, step: int) -> None:
+        """A ``(3, H, W)`` float image in [0, 1], as PNG.  ``add_image`` compresses at zlib level 6;
+        level 1 is ~3x faster for ~30% more bytes, and these pictures are written during training."""
+        import io
+
+        import torch
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+        png = Summary.Image(height=arr.shape[0], width=arr.shape[1], colorspace=3, encoded_image_string=buf.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
+
+    def histogram(self, tag: str, values, step: int, bins: int = 64) -> None:
+        """Histogram of a tensor's finite values, binned by torch (``add_histogram`` goes through
+        numpy and float64 BLAS, ~30x slower); equal bins, TensorBoard resamples them anyway."""
+        import torch
+
+        v = values.detach().flatten().float()
+        v = v[torch.isfinite(v)]
+        if not v.numel():
+            return
+        lo, hi = v.min(), v.max()
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts = torch.histc(v, bins, float(lo), float(hi))
+        edges = torch.linspace(float(lo), float(hi), bins + 1)[1:]
+        mn, mx, total, squares = torch.stack([v.min(), v.max(), v.sum(), v.pow(2).sum()]).tolist()
+        self.writer.add_histogram_raw(tag, mn, mx, v.numel(), total, squares, edges.tolist(), counts.tolist(), step)
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
         """Register hyperparameters and the metric columns at the start of the run."""
@@ -51,3 +88,38 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def drop_events_after(log_dir: Path, wall_time: float) -> int:
+    """Cut a run's event files back to ``wall_time`` (when the checkpoint being resumed was written).
+
+    Whatever a stopped process logged after its last checkpoint is logged again by the resumed run,
+    so it must go.  ``SummaryWriter(purge_step=...)`` cannot do this here: it purges one step axis for
+    every tag, and the run logs some tags per epoch and others (``lr/step``) per optimizer step.  A
+    record cut short by a kill is dropped too.  Returns the number of events dropped.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from mlptrain.checkpoint import atomic_write
+
+    dropped = 0
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        keep = [r for r in records if event_pb2.Event.FromString(r).wall_time <= wall_time]
+        whole = path.stat().st_size == sum(len(r) + 16 for r in records)  # 16: length, crcs
+        if len(keep) == len(records) and whole:
+            continue
+        dropped += len(records) - len(keep)
+        if not keep:
+            path.unlink()
+            continue
+
+        def write(f, keep=keep):
+            out = RecordWriter(f)
+            for r in keep:
+                out.write(r)
+
+        atomic_write(path, write)
+    return dropped
