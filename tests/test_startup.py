@@ -120,3 +120,27 @@ def test_sweeps_run_on_the_sweeper_that_composes_each_job_once(tmp_path):
     jobs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/.hydra/hydra.yaml"))
     assert len(jobs) == 2
     assert "_target_: hydra_plugins.mlptrain_sweeper.MlptrainSweeper" in jobs[0].read_text()
+
+
+def test_pictures_reuse_the_evaluation_outputs(make_cfg, tmp_path):
+    # the confusion matrices of val and test come from the outputs evaluate() has just computed
+    from conftest import TINY
+
+    from mlptrain.config import parse
+    from mlptrain.trainer import Trainer
+
+    trainer = Trainer(parse(make_cfg(*TINY, "trainer.image_every_n_epochs=0")), tmp_path)
+    rows = []
+    trainer.model.register_forward_pre_hook(lambda _m, args: rows.append(len(args[0])))
+    trainer.fit()
+    n_val, n_test = len(trainer.data.y_val), len(trainer.data.y_test)
+    assert {"val/confusion_matrix", "test/confusion_matrix"} <= _image_tags(tmp_path)
+    assert rows.count(n_val) + (rows.count(n_test) if n_test != n_val else 0) == 2  # one val, one test pass
+
+
+def _image_tags(run_dir) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    acc.Reload()
+    return set(acc.Tags()["images"])

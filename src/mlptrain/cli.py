@@ -272,9 +272,9 @@ def precompose(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
     report.  A sweep is composed once per distinct structure (every combination of its swept
-    config-group choices and Hydra settings, the first value of every other swept key): a
-    plain value cannot make composition fail, and parse() checks values when each job starts.
-    This is all the checking a sweep gets before its first job (see hydra_plugins.mlptrain_sweeper)."""
+    config-group choices and Hydra settings, the first value of every other swept key; a plain
+    value cannot make composition fail), which is the check Hydra's basic sweeper would repeat
+    for every job (see hydra_plugins.mlptrain_sweeper); the first combination is also parsed."""
     import itertools
 
     from hydra import compose, initialize_config_module
@@ -310,11 +310,11 @@ def precompose(argv: list[str]) -> None:
 
     from mlptrain.config import parse
 
-    for cfg in cfgs:
-        with open_dict(cfg):
-            sweeper = cfg.pop("hydra").get("sweeper")
-        parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
-        check_direction(_sweep_direction(sweeper), cfg)
+    cfg = cfgs[0]  # the other structures only had to compose: a value problem fails its own jobs
+    with open_dict(cfg):
+        sweeper = cfg.pop("hydra").get("sweeper")
+    parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+    check_direction(_sweep_direction(sweeper), cfg)
 
 
 PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}

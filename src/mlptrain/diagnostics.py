@@ -100,6 +100,9 @@ class Diagnostics:
     # --------------------------------------------------------------------------- model calls
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        last = self.t.last_outputs
+        if last is not None and last[0] is x:  # the split the trainer has just evaluated, on these weights
+            return last[1]
         model, bs = self.model, self.t.cfg.eval_batch_size
         was_training = model.training
         model.eval()

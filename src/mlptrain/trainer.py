@@ -153,6 +153,7 @@ class Trainer:
         self.forward = self._compile() if self.cfg.compile else self.model
         self.state = State()
         self.best_weights = None
+        self.last_outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, outputs) of the last evaluate
         self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
         self._resumed = False
         self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (TensorBoard cut)
@@ -175,6 +176,7 @@ class Trainer:
         """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
         out = model_outputs(self.forward, x, self.cfg.eval_batch_size, self.autocast).float()
+        self.last_outputs = (x, out)  # the diagnostics' pictures of this split reuse them
         if calibrate:
             self.task.calibrate(out, y)
         return self.task.metrics(out, y)
