@@ -29,7 +29,7 @@ def versions() -> dict:
     import hydra
     import torchvision
 
-    return {"mlptrain": __import__("mlptrain").__version__, "torch": torch.__version__,
+    return {"mlptrain": __import__("mlptrain").__version__, "torch": str(torch.__version__),
             "torchvision": torchvision.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mlptrain import distributed
 from mlptrain.config import ConfigError
 
 log = logging.getLogger("mlptrain")
@@ -33,19 +34,23 @@ _reserved: dict[str, str] = {}
 
 def unique_dir(path: str) -> str:
     """Reserve ``path`` (or ``path-1``, ``path-2`` ...) by creating it, so two runs started in
-    the same second never share a folder.  Memoised: Hydra resolves the run dir more than once."""
+    the same second never share a folder.  Memoised: Hydra resolves the run dir more than once.
+    Under torchrun only rank 0 reserves one, and every rank gets rank 0's (its clock may differ)."""
     if path not in _reserved:
-        candidate, n = path, 0
-        while True:
-            try:
-                os.makedirs(os.path.dirname(candidate) or ".", exist_ok=True)
-                os.mkdir(candidate)
-                break
-            except FileExistsError:
-                n += 1
-                candidate = f"{path}-{n}"
-        _reserved[path] = candidate
+        _reserved[path] = distributed.from_rank0(lambda: _reserve(path))
     return _reserved[path]
+
+
+def _reserve(path: str) -> str:
+    candidate, n = path, 0
+    while True:
+        try:
+            os.makedirs(os.path.dirname(candidate) or ".", exist_ok=True)
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = f"{path}-{n}"
 
 
 if not OmegaConf.has_resolver("mlptrain.unique_dir"):
@@ -58,7 +63,7 @@ def config_groups() -> dict[str, list[str]]:
     root = resources.files(CONFIG_PACKAGE)
     groups = {}
     for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(("_", ".")):
+        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra":  # hydra/: Hydra's own groups
             groups[d.name] = sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
     return groups
 
@@ -128,6 +133,8 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     out_dir.mkdir(parents=True, exist_ok=True)
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
+    if distributed.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
+        return distributed.launch(run_cfg, out_dir, hp)
     return Trainer(run_cfg, out_dir, hparams=hp).fit()
 
 
@@ -145,6 +152,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    distributed.quiet_logging()  # under torchrun, ranks > 0 log warnings to the console only
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
@@ -160,7 +168,8 @@ def _hydra_main(cfg: DictConfig) -> float:
             return float("nan") if objective is None else float(objective)
     except KeyboardInterrupt:
         code, msg = 130, "interrupted"
-    _record_failure(out_dir, msg)
+    if distributed.env_rank() == 0:
+        _record_failure(out_dir, msg)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
@@ -224,7 +233,14 @@ def main() -> None:
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    _hydra_main()
+    from hydra_plugins.mlptrain_slurm import register
+
+    register()  # hydra/launcher=slurm
+    sys.argv += distributed.hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
+    try:
+        _hydra_main()
+    finally:
+        distributed.shutdown()
     if _failed_jobs:
         print(f"mlptrain: error: {len(_failed_jobs)} job(s) failed: " + "; ".join(_failed_jobs), file=sys.stderr)
         sys.exit(EXIT_FAILED)

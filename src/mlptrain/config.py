@@ -236,6 +236,7 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int = 4096
     device: str = "auto"
+    devices: int = 1  # processes (DDP ranks) per job; > 1 starts them like torchrun
     precision: str = "fp32"
     compile: bool = False
     num_threads: int = 0  # 0: leave torch's default
@@ -259,6 +260,10 @@ class TrainerConfig:
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
+        _check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
+        _check(self.batch_size >= self.devices, "trainer.batch_size",
+               f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
+               "across the processes)")
         _choice(self.precision, "trainer.precision", PRECISIONS)
         _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))

@@ -22,6 +22,7 @@ from mlptrain import checkpoint
 from mlptrain.batches import DeviceBatches, eval_batches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
+from mlptrain.distributed import Dist, Silent
 from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.models import build_model, count_parameters
 from mlptrain.optim import build_optimizer, build_scheduler, grad_norm
@@ -76,7 +77,8 @@ class Trainer:
         self.hparams = hparams or {}
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
-        self.device = resolve_device(self.cfg.device)
+        self.dist = Dist.setup()  # one process, or this rank of a DDP job
+        self.device = self.dist.place(resolve_device(self.cfg.device))
         seed_everything(run.seed)
 
         self.data = data if data is not None else load_dataset(run.dataset)
@@ -86,7 +88,7 @@ class Trainer:
         self.model = build_model(run.model, self.meta, self.data.x_mean, self.data.x_std, self.task.head,
                                  self.task.head_width).to(self.device)
         self.train_batches = DeviceBatches(self.data.x_train, self.data.y_train, self.cfg.batch_size,
-                                           run.seed, self.device)
+                                           run.seed, self.device, rank=self.dist.rank, world=self.dist.world)
         self.val = (self.data.x_val.to(self.device), self.data.y_val.to(self.device))
         self.optimizer = build_optimizer(run.optim, self.model, self.device)
         steps_per_epoch = len(self.train_batches)
@@ -95,6 +97,7 @@ class Trainer:
                                         run.optim.lr, self.mode)
         self.autocast, self.scaler = self._precision()
         self.forward = self._compile() if self.cfg.compile else self.model
+        self.train_forward = self.dist.wrap(self.forward)  # DDP for training steps only
         self.state = State()
         self.best_weights = None
 
@@ -120,9 +123,10 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.model.eval()
+        xs = self.dist.split(x)  # DDP: this rank's rows; the outputs of all rows are gathered below
         with self.autocast():
-            out = torch.cat([self.forward(xb) for xb, _ in eval_batches(x, y, self.cfg.eval_batch_size)])
-        return self.task.metrics(out, y)
+            out = torch.cat([self.forward(xb) for xb, _ in eval_batches(xs, xs, self.cfg.eval_batch_size)])
+        return self.task.metrics(self.dist.gather(out, len(x)), y)
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_value
@@ -147,8 +151,10 @@ class Trainer:
             if i >= n_steps:
                 break
             with self.autocast():
-                out = self.forward(xb)
+                out = self.train_forward(xb)
                 loss = self.task.loss(out, yb)
+                if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
+                    loss = loss * batches.share
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -157,7 +163,7 @@ class Trainer:
                 loss.backward()
             if clip > 0:
                 pre_clip_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss):
+            if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(self.dist.global_loss(loss)):
                 losses[i] = float("nan")
                 continue  # an explicit per-step check: the user asked to skip bad batches
             if self.scaler is not None:
@@ -171,6 +177,7 @@ class Trainer:
                 correct += (self._predicted_class(out) == yb).sum()
             self.state.step += 1
             progress.step(i + 1, n_steps)
+        losses, correct = self.dist.epoch_totals(losses, correct)
         self._check_finite(losses)
         finite = losses[torch.isfinite(losses)]
         stats = {"loss": finite.mean().item() if len(finite) else float("nan")}
@@ -204,8 +211,9 @@ class Trainer:
         cfg, state = self.cfg, self.state
         if cfg.resume:
             self._resume(cfg.resume)
+        self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
-        progress = Progress(cfg.progress, cfg.epochs)
+        progress = Progress(cfg.progress if self.dist.is_main else "none", cfg.epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
@@ -287,6 +295,8 @@ class Trainer:
     def _tensorboard(self):
         from mlptrain.tb import TensorBoard
 
+        if not self.dist.is_main:  # only rank 0 writes events, checkpoints and metrics
+            return Silent()
         resuming = self.state.epoch > 0
         tb = TensorBoard(self.out_dir, purge_step=self.state.epoch + 1 if resuming else None)
         if not resuming:
@@ -312,10 +322,13 @@ class Trainer:
             "parameters": count_parameters(self.model),
             "history": s.history,
         }
-        write_json(self.out_dir / "metrics.json", result)
+        if self.dist.is_main:
+            write_json(self.out_dir / "metrics.json", result)
         return result
 
     def _save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
         s = self.state
         checkpoint.save(self.out_dir / name, {
             "model": self.model.state_dict(),
