@@ -77,8 +77,9 @@ class Trainer:
         self.hparams = hparams or {}
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
+        device = resolve_device(self.cfg.device)  # a bad device fails on every rank before they connect
         self.dist = Dist.setup()  # one process, or this rank of a DDP job
-        self.device = self.dist.place(resolve_device(self.cfg.device))
+        self.device = self.dist.place(device)
         seed_everything(run.seed)
 
         self.data = data if data is not None else load_dataset(run.dataset)
