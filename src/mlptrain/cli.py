@@ -219,8 +219,10 @@ def precompose(argv: list[str]) -> None:
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
             cfg = compose(config_name="config", overrides=first)
     except Exception as e:  # Hydra's own errors: keep their words, on one line
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ConfigError(text.split(" full_key:")[0]) from None
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()).split(" full_key:")[0]
+        if "hydra/launcher/submitit_" in text:  # hydra/launcher=slurm without its plugin
+            text = text.split(" Config search path")[0] + " (install it: pip install 'mlptrain[slurm]')"
+        raise ConfigError(text) from None
     from mlptrain.config import parse
 
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
