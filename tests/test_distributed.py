@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, mlptrain
+
+from mlptrain import checkpoint
 
 # Uneven on purpose: a global batch of 33 is 17 + 16 rows on 2 ranks, and the last of the 140 training
 # rows' batches has 8; val and test (30 rows each) are split 15 + 15 and gathered.
@@ -100,20 +103,55 @@ def test_torchrun_two_gloo_ranks_match_one_process_in_one_run_dir(tmp_path, refe
     _same_curve(metrics["history"], reference["history"])
 
 
-def test_devices_2_resumes_a_checkpoint_on_the_same_curve(tmp_path, train, reference):
-    first = tmp_path / "first"
-    train(*DDP, "trainer.epochs=2", out=first, tiny=False)  # written by one process, continued by two
-    r = mlptrain(*DDP, "trainer.epochs=3", "trainer.devices=2", f"trainer.resume={first}",
-                 f"hydra.run.dir={tmp_path / 'second'}", cwd=tmp_path, env=_env())
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _pending(pid: int, signum: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(m >> (signum - 1) & 1 for m in masks)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="freezes the ranks through /proc")
+def test_devices_2_sigterm_saves_mid_epoch_and_the_resume_continues_the_curve(tmp_path, train):
+    # 88 steps an epoch: the ranks agree to stop at a multiple of 16 steps, inside the epoch.
+    long = ["dataset.n_samples=2000", "model.hidden=[16]", "trainer.batch_size=16", "optim=sgd", "trainer.device=cpu",
+            "trainer.progress=epoch", "trainer.epochs=2"]
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *long, "trainer.devices=2", f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env={**os.environ, **_env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "last.pt").exists():  # epoch 1 is saved: freeze the ranks early in epoch 2
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        ranks = _children(proc.pid)
+        for pid in ranks:
+            os.kill(pid, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)  # to the launching process only: it forwards it to the ranks
+        while not all(_pending(pid, signal.SIGTERM) for pid in ranks):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        for pid in ranks:
+            os.kill(pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mlptrain: interrupted by SIGTERM after step ") and "; resume with: mlptrain " in last, err
+    saved = checkpoint.load(run_dir / "last.pt")
+    assert saved["mid_epoch"]["batch"] % 16 == 0 and saved["epoch"] == 1  # both ranks stopped after one step
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
+
+    r = mlptrain(*shlex.split(last.split("; resume with: ", 1)[1])[1:], cwd=tmp_path, env=_env())
     assert r.returncode == 0, r.stderr[-3000:]
-    second = tmp_path / "second"
-    assert "resumed from" in (second / "mlptrain.log").read_text()
-    assert len(list(second.glob("events.out.tfevents.*"))) == 1
-    metrics = json.loads((second / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["status"] == "completed"
-    _same_curve(metrics["history"], reference["history"])
-    for k, v in reference["test"].items():
-        assert math.isclose(metrics["test"][k], v, rel_tol=RTOL, abs_tol=1e-6), k
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 2
+    _same_curve(metrics["history"], train(*long, tiny=False)["history"])
 
 
 def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg):
@@ -180,8 +218,6 @@ def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, t
         pids = _pids_writing_under(job0)
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
-        from mlptrain import checkpoint
-
         assert checkpoint.load(job0)["epoch"] < 20, "job 0 finished before the signal"
         for pid in pids:
             os.kill(pid, signal.SIGUSR2)

@@ -7,10 +7,11 @@ versions: resume, eval and predict need nothing else.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read: the message is one line for the user."""
+    """A checkpoint (or another run output) that cannot be written or read: one line for the user."""
 
 
 def versions() -> dict:
@@ -54,28 +55,66 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
+    """Atomically write ``data``; a failure (full disk, no permission) is one CheckpointError line."""
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as e:
+        raise CheckpointError(f"cannot write {what} {path}: {e.strerror or e}; the previous one is kept") from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, in one line, if run outputs cannot be written to ``folder``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"output dir {folder} is not writable: {e.strerror or e}") from None
+
+
 def save(path: Path, payload: dict) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    try:
-        atomic_write(path, lambda f: torch.save(payload, f))
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous one is kept") from None
+    # Serialise in memory first: torch.save reports a failing file write as a RuntimeError of its
+    # zip writer, a plain write gives the OSError (ENOSPC, EFBIG) the user needs to see.
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes(path, buf.getbuffer(), "checkpoint")
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load and check a checkpoint; any problem becomes one clear CheckpointError."""
+def load(path: str | Path, map_location="cpu", in_dir: str = "last.pt") -> dict:
+    """Load and check a checkpoint (a run dir means its ``in_dir`` file); any problem is one CheckpointError."""
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt"
+        path = path / in_dir
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not an mlptrain checkpoint (not a file written by torch.save)")
+    try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable mlptrain checkpoint (truncated or corrupt?): {first[:200]}") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path} is corrupt: {_first_sentence(e)}") from None
+        raise CheckpointError(f"{path} is not an mlptrain checkpoint: it holds Python objects that "
+                              f"weights_only loading refuses to run") from None
+    except Exception as e:  # torch.load fails in many ways (zip reader, unpickler): all mean the file is damaged
+        raise CheckpointError(f"{path} is truncated or corrupt: {_first_sentence(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mlptrain checkpoint (no '{FORMAT}' header)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer mlptrain (format {ckpt['format_version']})")
     return ckpt
+
+
+def _first_sentence(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    return re.split(r"(?<=\w)\. ", text, maxsplit=1)[0][:limit]

@@ -51,6 +51,9 @@ def _reserve(path: str) -> str:
         except FileExistsError:
             n += 1
             candidate = f"{path}-{n}"
+        except OSError as e:  # raised inside Hydra's resolution: leave with one line, not its traceback
+            print(f"mlptrain: error: cannot create the run dir {candidate}: {e.strerror or e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 if not OmegaConf.has_resolver("mlptrain.unique_dir"):
@@ -85,6 +88,23 @@ def check_group_overrides(args: list[str]) -> None:
             if option not in groups[key] and option != "null":
                 raise ConfigError(f"{key}={option}: unknown option for group '{key}'; valid choices: "
                                   f"{', '.join(groups[key])}")
+
+
+def check_output_dirs(overrides) -> None:
+    """An explicit ``hydra.run.dir``/``hydra.sweep.dir`` that cannot be created fails here, in one line
+    (Hydra would create it later and report the failure with a traceback)."""
+    for o in overrides:
+        if o.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or o.is_sweep_override():
+            continue
+        value = o.value()
+        if not isinstance(value, str) or "${" in value:
+            continue
+        path = os.path.abspath(value)
+        while not os.path.lexists(path):
+            path = os.path.dirname(path)
+        if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+            why = "not writable" if os.path.isdir(path) else "not a directory"
+            raise ConfigError(f"{o.key_or_group}: cannot create {value}: {path} is {why}")
 
 
 def _sweep_values(value: str) -> list[str]:
@@ -130,12 +150,19 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     run_cfg = parse(cfg)
     from mlptrain.trainer import Trainer  # torch is imported here, after validation
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from mlptrain.checkpoint import check_writable
+
+    check_writable(out_dir)
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
     if distributed.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
-        return distributed.launch(run_cfg, out_dir, hp)
-    return Trainer(run_cfg, out_dir, hparams=hp).fit()
+        return distributed.launch(run_cfg, out_dir, hp, overrides)
+    try:
+        return Trainer(run_cfg, out_dir, hparams=hp, overrides=overrides).fit()
+    except (MemoryError, RuntimeError) as e:
+        from mlptrain.trainer import out_of_memory
+
+        raise out_of_memory(e) or e
 
 
 def _user_errors():
@@ -144,6 +171,11 @@ def _user_errors():
     from mlptrain.trainer import TrainingError
 
     return (ConfigError, DataError, CheckpointError), TrainingError
+
+
+def _exit_code(e: BaseException, default: int) -> int:
+    """Interrupts exit like the shell reports a signal: 130 for SIGINT, 143 for SIGTERM."""
+    return getattr(e, "exit_code", default)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://" + CONFIG_PACKAGE, config_name="config")
@@ -162,14 +194,17 @@ def _hydra_main(cfg: DictConfig) -> float:
         except bad_input as e:
             code, msg = EXIT_BAD_INPUT, str(e)
         except training_error as e:
-            code, msg = EXIT_FAILED, str(e)
+            code, msg = _exit_code(e, EXIT_FAILED), str(e)
         else:
             objective = result["objective"]
             return float("nan") if objective is None else float(objective)
-    except KeyboardInterrupt:
-        code, msg = 130, "interrupted"
+    except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
+        code, msg = _exit_code(e, 130), str(e) or "interrupted"
     if distributed.env_rank() == 0:
         _record_failure(out_dir, msg)
+    if code > 128:  # interrupted: stop here, a sweep included
+        print(f"mlptrain: {msg}", file=sys.stderr)
+        sys.exit(code)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
@@ -187,7 +222,8 @@ def _record_failure(out_dir: Path, msg: str) -> None:
     try:
         metrics = out_dir / "metrics.json"
         data = json.loads(metrics.read_text()) if metrics.is_file() else {}
-        data.update({"status": data.get("status") if data.get("status") == "diverged" else "failed", "error": msg})
+        status = data.get("status")
+        data.update({"status": status if status in ("diverged", "interrupted") else "failed", "error": msg})
         atomic_write(metrics, lambda f: f.write(json.dumps(data, indent=2).encode()))
     except OSError:
         pass
@@ -208,7 +244,8 @@ def precompose(argv: list[str]) -> None:
     check_group_overrides(args.overrides)
     try:
         first = []
-        for o in OverridesParser.create().parse_overrides(args.overrides):
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+        for o in parsed:
             if o.is_sweep_override():
                 values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
                 if not values:
@@ -223,6 +260,7 @@ def precompose(argv: list[str]) -> None:
         if "hydra/launcher/submitit_" in text:  # hydra/launcher=slurm without its plugin
             text = text.split(" Config search path")[0] + " (install it: pip install 'mlptrain[slurm]')"
         raise ConfigError(text) from None
+    check_output_dirs(parsed)
     from mlptrain.config import parse
 
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
@@ -231,6 +269,14 @@ def precompose(argv: list[str]) -> None:
 def main() -> None:
     """Console entry point."""
     try:
+        if any(".resume=" in a for a in sys.argv[1:]):
+            from mlptrain.checkpoint import CheckpointError
+            from mlptrain.resume import resume_argv
+
+            try:  # continue in the resumed run's dir, with its own overrides first
+                sys.argv[1:] = resume_argv(sys.argv[1:])
+            except CheckpointError as e:
+                raise ConfigError(str(e)) from None
         precompose(sys.argv[1:])
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)

@@ -104,6 +104,9 @@ def quiet_logging() -> None:
 
 
 # ----------------------------------------------------------------------------- the trainer's view
+STOP_EVERY = 16  # steps between the ranks' checks for a stop request (SIGTERM/SIGINT)
+
+
 class Silent:
     """Stands in for TensorBoard (or any writer) on ranks that must not write: every call is a no-op."""
 
@@ -179,6 +182,21 @@ class Dist:
         dist.all_reduce(both)
         return both[:-1] / self.world, both[-1]
 
+    def resume_totals(self, losses, correct):
+        """Accumulators, from a mid-epoch checkpoint's ``epoch_totals``, that ``epoch_totals`` will turn
+        back into the same values: each rank keeps the mean losses, only rank 0 the count."""
+        if self.rank > 0:
+            correct = correct.new_zeros(())
+        return losses, correct
+
+    def stop_together(self, requested: bool, i: int) -> bool:
+        """Whether to stop after step ``i``: at once in one process; with several, the ranks decide
+        together every STOP_EVERY steps (a one-number all-reduce on the CPU, no device sync), so all stop
+        after the same step and rank 0's checkpoint is everyone's state."""
+        if self.world == 1:
+            return requested
+        return (i + 1) % STOP_EVERY == 0 and self.any(requested)
+
     def global_loss(self, loss):
         """The global batch's loss on every rank (for per-step decisions that every rank must share)."""
         if self.world == 1:
@@ -231,12 +249,14 @@ def should_launch(devices: int) -> bool:
     return False
 
 
-def launch(run, out_dir: Path, hparams: dict) -> dict:
+def launch(run, out_dir: Path, hparams: dict, overrides: list[str] | None = None) -> dict:
     """Train ``run`` on ``trainer.devices`` local processes; returns rank 0's metrics.
 
-    A user error in a worker (bad config, divergence) comes back as the same exception class with the
-    same one-line message; the worker also exits non-zero so the launcher stops the other ranks.
+    A user error in a worker (bad config, divergence, a stop signal) comes back as the same exception,
+    one line and exit code included; the worker also exits non-zero so the launcher stops the others.
+    SIGINT/SIGTERM reach the workers once, from the launcher (which also stops the ones that would not).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -253,8 +273,9 @@ def launch(run, out_dir: Path, hparams: dict) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="mlptrain-ddp-") as errors:
             try:
-                results = elastic_launch(config, _worker)(run.raw, str(out_dir), hparams, _log_spec(), errors)
-            except ChildFailedError:
+                args = (run.raw, str(out_dir), hparams, list(overrides or []), _log_spec(), errors)
+                results = elastic_launch(config, _worker)(*args)
+            except (ChildFailedError, SignalException):
                 _raise_worker_error(Path(errors))
                 raise
     finally:
@@ -302,14 +323,17 @@ def _apply_log_spec(spec: tuple[int, list], main: bool) -> None:
     root.setLevel(level if main else logging.WARNING)
 
 
-def _worker(raw: dict, out_dir: str, hparams: dict, log_spec, errors: str) -> dict:
+def _worker(raw: dict, out_dir: str, hparams: dict, overrides: list[str], log_spec, errors: str) -> dict:
     """One rank of ``mlptrain trainer.devices=N`` (the environment comes from the elastic agent)."""
+    import signal
+
     from omegaconf import OmegaConf
 
-    from mlptrain.checkpoint import CheckpointError
     from mlptrain.config import parse
-    from mlptrain.data import DataError
 
+    # submitit's USR2 (time limit) is for the launching process: it requeues the job and the launcher
+    # then stops the ranks with SIGTERM, which they answer with a checkpoint.
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     rank = env_rank()
     _apply_log_spec(log_spec, main=rank == 0)
     try:
@@ -318,24 +342,39 @@ def _worker(raw: dict, out_dir: str, hparams: dict, log_spec, errors: str) -> di
 
         if not run.trainer.num_threads:  # share the cores instead of each rank taking all of them
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // run.trainer.devices))
-        from mlptrain.trainer import Trainer, TrainingError
+        from mlptrain.trainer import Trainer, out_of_memory
 
         try:
-            return Trainer(run, Path(out_dir), hparams=hparams).fit()
-        except (ConfigError, DataError, CheckpointError, TrainingError) as e:
-            Path(errors, f"rank{rank}.json").write_text(json.dumps({"type": type(e).__name__, "message": str(e)}))
+            try:
+                return Trainer(run, Path(out_dir), hparams=hparams, overrides=overrides).fit()
+            except (MemoryError, RuntimeError) as e:
+                raise out_of_memory(e) or e
+        except _user_errors() as e:
+            record = {"type": type(e).__name__, "message": str(e), "exit_code": getattr(e, "exit_code", None)}
+            Path(errors, f"rank{rank}.json").write_text(json.dumps(record))
             raise
     finally:
         shutdown()
 
 
-def _raise_worker_error(errors: Path) -> None:
-    """Re-raise the first rank's user error in the launching process, if a worker recorded one."""
+def _user_errors() -> tuple:
     from mlptrain.checkpoint import CheckpointError
     from mlptrain.data import DataError
-    from mlptrain.trainer import TrainingError
+    from mlptrain.signals import Abort
+    from mlptrain.trainer import TrainingError, TrainingInterrupted
 
-    classes = {c.__name__: c for c in (ConfigError, DataError, CheckpointError, TrainingError)}
+    return ConfigError, DataError, CheckpointError, TrainingError, TrainingInterrupted, Abort
+
+
+def _raise_worker_error(errors: Path) -> None:
+    """Re-raise the first rank's user error in the launching process, if a worker recorded one."""
+    from mlptrain.signals import Abort
+    from mlptrain.trainer import TrainingInterrupted
+
     for f in sorted(errors.glob("rank*.json"), key=lambda p: int(p.stem[4:])):
         e = json.loads(f.read_text())
-        raise classes[e["type"]](e["message"]) from None
+        if e["type"] == "TrainingInterrupted":
+            raise TrainingInterrupted(e["message"], e["exit_code"]) from None
+        if e["type"] == "Abort":
+            raise Abort(e["exit_code"] - 128, e["message"]) from None
+        raise {c.__name__: c for c in _user_errors()}[e["type"]](e["message"]) from None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mlptrain import checkpoint
+from mlptrain import checkpoint, signals
 from mlptrain.batches import DeviceBatches, eval_batches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
@@ -27,12 +27,49 @@ from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.models import build_model, count_parameters
 from mlptrain.optim import build_optimizer, build_scheduler, grad_norm
 from mlptrain.progress import Progress
+from mlptrain.resume import resume_command
 
 log = logging.getLogger("mlptrain")
 
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must see (divergence): one line."""
+
+
+class TrainingInterrupted(TrainingError):
+    """A SIGINT/SIGTERM stopped training after a step; ``last.pt`` holds it.  Exit code 128 + signum."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def out_of_memory(e: BaseException) -> TrainingError | None:
+    """A failed allocation (host or GPU) as one line, or None for any other error."""
+    text = str(e).strip()
+    if not (isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        return None
+    detail = text.split("you tried to allocate ")[-1].split(".")[0] if "tried to allocate" in text else ""
+    return TrainingError("out of memory" + (f" (tried to allocate {detail})" if detail else "")
+                         + ": use a smaller model.hidden, trainer.batch_size or trainer.eval_batch_size")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """A factory of the autocast context for ``trainer.precision`` (fp32: none)."""
+    if precision == "fp32":
+        return nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("trainer.precision: bf16 is not supported by this GPU; valid here: fp32, fp16")
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+@torch.inference_mode()
+def model_outputs(forward, x: torch.Tensor, batch_size: int, autocast=nullcontext) -> torch.Tensor:
+    """Outputs for a whole split in ``batch_size`` slices (evaluation, test, eval and predict)."""
+    with autocast():
+        return torch.cat([forward(xb) for xb, _ in eval_batches(x, x, batch_size)])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,10 +108,27 @@ class State:
     train_time: float = 0.0
 
 
+@dataclass
+class MidEpoch:
+    """Where an epoch stands between two steps: its order, the next batch, and the device-side
+    accumulators, so a run resumed from a mid-epoch checkpoint replays the rest exactly."""
+
+    order: torch.Tensor | None  # None: draw a fresh permutation (a new epoch)
+    batch: int  # index of the next batch
+    n_steps: int  # batches this epoch will take
+    start_step: int  # state.step when the epoch began
+    losses: torch.Tensor
+    correct: torch.Tensor
+    pre_clip_norm: torch.Tensor
+    elapsed: float = 0.0  # seconds of this epoch already spent before the checkpoint
+
+
 class Trainer:
-    def __init__(self, run: RunConfig, out_dir: Path, hparams: dict | None = None, data: DataBundle | None = None):
+    def __init__(self, run: RunConfig, out_dir: Path, hparams: dict | None = None, data: DataBundle | None = None,
+                 overrides: list[str] | None = None):
         self.run, self.cfg, self.out_dir = run, run.trainer, Path(out_dir)
         self.hparams = hparams or {}
+        self.overrides = list(overrides or [])  # the command line's overrides: a resume starts from them
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
         device = resolve_device(self.cfg.device)  # a bad device fails on every rank before they connect
@@ -101,17 +155,17 @@ class Trainer:
         self.train_forward = self.dist.wrap(self.forward)  # DDP for training steps only
         self.state = State()
         self.best_weights = None
+        self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
+        self._resumed = False
+        self._last_saved: str | None = None  # the newest last.pt, for messages
+        self._stop = signals.GracefulStop()  # installed by fit(); read once per step
+        self._epoch_t0 = 0.0
 
     # --------------------------------------------------------------------------- set-up
     def _precision(self):
         p, dev = self.cfg.precision, self.device.type
-        if p == "fp32":
-            return nullcontext, None
-        dtype = torch.bfloat16 if p == "bf16" else torch.float16
-        if dev == "cuda" and p == "bf16" and not torch.cuda.is_bf16_supported():
-            raise ConfigError("trainer.precision: bf16 is not supported by this GPU; valid here: fp32, fp16")
         scaler = torch.amp.GradScaler(dev) if p == "fp16" else None
-        return (lambda: torch.autocast(dev, dtype=dtype)), scaler
+        return autocast_for(p, self.device), scaler
 
     def _compile(self):
         try:
@@ -125,8 +179,7 @@ class Trainer:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         self.model.eval()
         xs = self.dist.split(x)  # DDP: this rank's rows; the outputs of all rows are gathered below
-        with self.autocast():
-            out = torch.cat([self.forward(xb) for xb, _ in eval_batches(xs, xs, self.cfg.eval_batch_size)])
+        out = model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast)
         return self.task.metrics(self.dist.gather(out, len(x)), y)
 
     def _improved(self, value: float) -> bool:
@@ -140,15 +193,21 @@ class Trainer:
     def train_epoch(self, progress: Progress) -> dict[str, float]:
         self.model.train()
         batches = self.train_batches
-        n_steps = len(batches)
-        if self.cfg.max_steps > 0:
-            n_steps = min(n_steps, self.cfg.max_steps - self.state.step)
-        losses = torch.zeros(n_steps, device=self.device)  # per-step losses, read once at the end
-        correct = torch.zeros((), device=self.device)
+        mid, self._mid = self._mid, None  # a mid-epoch checkpoint being resumed, or a fresh epoch
+        if mid is None:
+            n_steps = len(batches)
+            if self.cfg.max_steps > 0:
+                n_steps = min(n_steps, self.cfg.max_steps - self.state.step)
+            zero = torch.zeros((), device=self.device)
+            # per-step losses, read once at the end
+            mid = MidEpoch(None, 0, n_steps, self.state.step, torch.zeros(n_steps, device=self.device), zero,
+                           zero.clone())
+        n_steps, losses, correct, pre_clip_norm = mid.n_steps, mid.losses, mid.correct, mid.pre_clip_norm
         classification = self.task.task == "classification"
         clip = self.cfg.grad_clip
-        pre_clip_norm = torch.zeros((), device=self.device)
-        for i, (xb, yb) in enumerate(batches.epoch()):
+        every = self.cfg.checkpoint_every_n_steps if self.cfg.checkpoint else 0
+        stop = self._stop
+        for i, (xb, yb) in enumerate(batches.epoch(mid.batch, mid.order), mid.batch):
             if i >= n_steps:
                 break
             with self.autocast():
@@ -164,22 +223,32 @@ class Trainer:
                 loss.backward()
             if clip > 0:
                 pre_clip_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            due = False
             if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(self.dist.global_loss(loss)):
-                losses[i] = float("nan")
-                continue  # an explicit per-step check: the user asked to skip bad batches
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                losses[i] = float("nan")  # an explicit per-step check: the user asked to skip bad batches
             else:
-                self.optimizer.step()
-            self.schedule.step_batch()
-            losses[i] = loss.detach()
-            if classification:
-                correct += (self._predicted_class(out) == yb).sum()
-            self.state.step += 1
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.schedule.step_batch()
+                losses[i] = loss.detach()
+                if classification:
+                    correct += (self._predicted_class(out) == yb).sum()
+                self.state.step += 1
+                due = bool(every) and self.state.step % every == 0
             progress.step(i + 1, n_steps)
+            # Python-side checks only; the epoch's last step is checkpointed by fit() after validation.
+            stopping = self.dist.stop_together(stop.received is not None, i)  # DDP: all ranks after one step
+            if (due or stopping) and i + 1 < n_steps:
+                mid.order, mid.batch, mid.pre_clip_norm = batches.order, i + 1, pre_clip_norm
+                self._save_mid_epoch(mid)
+                if stopping:
+                    raise self._interrupted()
         losses, correct = self.dist.epoch_totals(losses, correct)
-        self._check_finite(losses)
+        self._check_finite(losses, mid.start_step)
+        self._check_weights(losses)
         finite = losses[torch.isfinite(losses)]
         stats = {"loss": finite.mean().item() if len(finite) else float("nan")}
         if classification:
@@ -188,13 +257,27 @@ class Trainer:
             stats["grad_norm"] = float(pre_clip_norm)
         return stats
 
+    def _save_mid_epoch(self, mid: MidEpoch) -> None:
+        """last.pt between two steps; never a non-finite state (that is a divergence instead)."""
+        if not self.cfg.checkpoint:
+            return
+        losses, correct = self.dist.epoch_totals(mid.losses, mid.correct)  # DDP: the global batches' values
+        done = losses[:mid.batch]
+        self._check_finite(done, mid.start_step, epoch_end=False)
+        self._check_weights(done)
+        self._save("last.pt", mid_epoch={
+            "order": mid.order.cpu(), "batch": mid.batch, "n_steps": mid.n_steps, "start_step": mid.start_step,
+            "losses": losses.cpu(), "correct": correct.cpu(), "pre_clip_norm": mid.pre_clip_norm.cpu(),
+            "elapsed": time.perf_counter() - self._epoch_t0})
+
     def _predicted_class(self, out):
         return (out[:, 0] > 0).long() if self.task.loss_name == "bce" else out.argmax(1)
 
-    def _check_finite(self, losses: torch.Tensor) -> None:
+    def _check_finite(self, losses: torch.Tensor, start_step: int, epoch_end: bool = True) -> None:
         if self.cfg.nan_policy == "skip_batch":
-            if not torch.isfinite(losses).any():
-                raise TrainingError(f"every batch of epoch {self.state.epoch + 1} gave a non-finite loss")
+            if epoch_end and not torch.isfinite(losses).any():
+                raise TrainingError(f"every batch of epoch {self.state.epoch + 1} gave a non-finite loss; "
+                                    + self._kept())
             return
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
@@ -202,16 +285,64 @@ class Trainer:
             good = losses[:i]
             last = f"{good[-1].item():.4g}" if len(good) else "none this epoch"
             lr = self.optimizer.param_groups[0]["lr"]
-            step = self.state.step - len(losses) + i + 1
             raise TrainingError(
-                f"loss became non-finite at epoch {self.state.epoch + 1}, step {step} (lr {lr:.3g}, last finite loss "
-                f"{last}); the last good checkpoint is kept. Lower optim.lr, set trainer.grad_clip, "
+                f"loss became non-finite at epoch {self.state.epoch + 1}, step {start_step + i + 1} (lr {lr:.3g}, "
+                f"last finite loss {last}); {self._kept()}. Lower optim.lr, set trainer.grad_clip, "
                 f"or set trainer.nan_policy=skip_batch")
 
+    def _check_weights(self, losses: torch.Tensor) -> None:
+        """A finite loss can still be followed by an update to inf/NaN weights: check them before a
+        checkpoint is written (one reduction, at most once per epoch or per checkpoint)."""
+        tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        if not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+            return
+        finite = losses[torch.isfinite(losses)]
+        last = f"{finite[-1].item():.4g}" if len(finite) else "none this epoch"
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingError(
+            f"weights became non-finite in epoch {self.state.epoch + 1}, by step {self.state.step} (lr {lr:.3g}, "
+            f"last finite loss {last}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
+
+    def _check_val(self, val: dict, train: dict) -> None:
+        """Finite but huge weights can still overflow the forward pass: a model whose validation loss
+        is not finite has diverged, and is not checkpointed."""
+        if math.isfinite(val["loss"]):
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise TrainingError(
+            f"validation loss became non-finite after epoch {self.state.epoch + 1}, step {self.state.step} "
+            f"(lr {lr:.3g}, train loss {train['loss']:.4g}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
+
+    def _kept(self) -> str:
+        if self._last_saved:
+            return f"the last good checkpoint is kept: {self._last_saved}"
+        return "no checkpoint had been written yet"
+
+    def _interrupted(self) -> TrainingInterrupted:
+        name, s = self._stop.name, self.state
+        if self._last_saved:
+            msg = (f"interrupted by {name} after step {s.step}; saved {self._last_saved}; "
+                   f"resume with: {resume_command(self.out_dir)}")
+        else:
+            msg = f"interrupted by {name} after step {s.step}; no checkpoint written (trainer.checkpoint=false)"
+        return TrainingInterrupted(msg, self._stop.exit_code)
+
     def fit(self) -> dict:
+        with self._stop:  # SIGINT/SIGTERM: finish the step, write last.pt, exit 128 + signum
+            try:
+                return self._fit()
+            except signals.Abort as e:  # a second signal: leave now; atomic writes keep the files whole
+                last = self.out_dir / "last.pt"
+                then = f"; resume from the last checkpoint with: {resume_command(self.out_dir)}" if last.is_file() else ""
+                raise signals.Abort(e.signum, f"{e}{then}") from None
+
+    def _fit(self) -> dict:
         cfg, state = self.cfg, self.state
         if cfg.resume:
             self._resume(cfg.resume)
+            finished = self._already_finished()
+            if finished is not None:
+                return finished
         self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
         progress = Progress(cfg.progress if self.dist.is_main else "none", cfg.epochs)
@@ -220,20 +351,25 @@ class Trainer:
                  self.device, self.model)
         log.info("data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)", self.meta["name"],
                  *self.meta["sizes"].values(), self.task.kind, self.monitor, self.mode)
-        stop_reason = "completed"
-        while state.epoch < cfg.epochs and (cfg.max_steps < 0 or state.step < cfg.max_steps):
+        stop_reason = "early_stopped" if self._resumed and self._early_stop_due() else "completed"
+        while stop_reason == "completed" and state.epoch < cfg.epochs and (cfg.max_steps < 0 or state.step < cfg.max_steps):
             progress.start_epoch(state.epoch + 1)
-            t0 = time.perf_counter()
+            # time already spent in this epoch before a mid-epoch checkpoint counts too
+            self._epoch_t0 = time.perf_counter() - (self._mid.elapsed if self._mid is not None else 0.0)
             try:
+                # arrived while validating or saving (on any rank): last.pt is already current
+                if self.dist.any(self._stop.received is not None):
+                    raise self._interrupted()
                 train = self.train_epoch(progress)
-            except TrainingError:
+                dt = time.perf_counter() - self._epoch_t0
+                val = self.evaluate(*self.val)
+                self._check_val(val, train)
+            except TrainingError as e:
                 progress.close()
-                self._write_metrics("diverged")
+                self._write_metrics("interrupted" if isinstance(e, TrainingInterrupted) else "diverged")
                 tb.close()
                 raise
-            dt = time.perf_counter() - t0
             state.train_time += dt
-            val = self.evaluate(*self.val)
             state.epoch += 1
             lr = self.optimizer.param_groups[0]["lr"]
             self.schedule.step_epoch(val[self.monitor])
@@ -251,22 +387,43 @@ class Trainer:
             tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
             progress.end_epoch(self._epoch_line(row, improved))
             if cfg.checkpoint:
-                self._save("last.pt")
-                if improved:
+                if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
                     self._save("best.pt")
+                tb.flush()  # the events up to this checkpoint are on disk: a resume's purge_step starts after them
+                self._save("last.pt")
             self._write_metrics("running")
-            if cfg.early_stopping.enabled and state.bad_epochs >= cfg.early_stopping.patience:
+            if self._early_stop_due():
                 stop_reason = "early_stopped"
                 log.info("early stopping: val/%s has not improved for %d epochs (best %.4g at epoch %d)",
                          self.monitor, state.bad_epochs, state.best_value, state.best_epoch)
                 break
         progress.close()
         test = self._test()
-        result = self._write_metrics(stop_reason, test)
         tb.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
         tb.close()
+        result = self._write_metrics(stop_reason, test)  # last: a "completed" metrics.json means all is written
         log.info("test: %s (weights of epoch %d)", _fmt(test), state.best_epoch)
         return result
+
+    def _early_stop_due(self) -> bool:
+        return self.cfg.early_stopping.enabled and self.state.bad_epochs >= self.cfg.early_stopping.patience
+
+    def _already_finished(self) -> dict | None:
+        """Resuming a run that had already finished: report its results instead of running again."""
+        s, cfg = self.state, self.cfg
+        done = s.epoch >= cfg.epochs or (cfg.max_steps > 0 and s.step >= cfg.max_steps) or self._early_stop_due()
+        path = self.out_dir / "metrics.json"
+        if not done or self._mid is not None or not path.is_file():
+            return None
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if metrics.get("status") not in ("completed", "early_stopped") or metrics.get("steps") != s.step:
+            return None  # it stopped between its last checkpoint and its results: finish them now
+        log.info("nothing to resume: %s finished at epoch %d, step %d (raise trainer.epochs to train longer)",
+                 self.out_dir, s.epoch, s.step)
+        return metrics
 
     def _epoch_line(self, row: dict, improved: bool) -> str:
         keys = ["train/loss", "train/acc", "val/loss", f"val/{self.monitor}"]
@@ -298,7 +455,8 @@ class Trainer:
 
         if not self.dist.is_main:  # only rank 0 writes events, checkpoints and metrics
             return Silent()
-        resuming = self.state.epoch > 0
+        resuming = self._resumed
+        # Scalars are logged per epoch: drop whatever a stopped run logged after its checkpoint.
         tb = TensorBoard(self.out_dir, purge_step=self.state.epoch + 1 if resuming else None)
         if not resuming:
             tb.text("config", "```\n" + json.dumps(self.run.raw, indent=2) + "\n```")
@@ -327,11 +485,18 @@ class Trainer:
             write_json(self.out_dir / "metrics.json", result)
         return result
 
-    def _save(self, name: str) -> None:
+    def _save(self, name: str, mid_epoch: dict | None = None) -> None:
         if not self.dist.is_main:
             return
         s = self.state
-        checkpoint.save(self.out_dir / name, {
+        # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
+        best_model = None if (s.best_epoch == s.epoch and mid_epoch is None) else self.best_weights
+        rng = {"torch": torch.get_rng_state(), "data_order": self.train_batches.generator.get_state(),
+               "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        path = self.out_dir / name
+        checkpoint.save(path, {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.schedule.state_dict(),
@@ -343,44 +508,93 @@ class Trainer:
             "history": s.history,
             "train_time_s": s.train_time,
             "config": self.run.raw,
+            "overrides": self.overrides,
             "data": self.meta,
             "versions": checkpoint.versions(),
-            "rng": {"torch": torch.get_rng_state(), "data_order": self.train_batches.generator.get_state(),
-                    "python": list(random.getstate()[1]), "python_version": random.getstate()[0]},
+            "rng": rng,
+            "best_model": best_model,
+            "mid_epoch": mid_epoch,
         })
+        if name == "last.pt":
+            self._last_saved = f"{path} ({_position(s.epoch, s.step, mid_epoch is not None)})"
 
     def _resume(self, where: str) -> None:
         ckpt = checkpoint.load(where)
-        mismatch = _incompatible(ckpt["config"], self.run.raw)
+        mismatch = _incompatible(ckpt.get("config") or {}, self.run.raw) or _data_differs(ckpt.get("data") or {},
+                                                                                          self.meta)
         if mismatch:
-            raise ConfigError(f"trainer.resume: {where} was trained with a different {mismatch}")
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.schedule.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        s = self.state
-        s.epoch, s.step, s.history, s.train_time = ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["train_time_s"]
-        s.best_value, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
-        s.bad_epochs = ckpt["early_stopping"]["bad_epochs"]
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        self.train_batches.generator.set_state(rng["data_order"])
-        random.setstate((rng["python_version"], tuple(rng["python"]), None))
-        best = Path(where) / "best.pt" if Path(where).is_dir() else Path(where).with_name("best.pt")
-        if best.is_file():
-            self.best_weights = checkpoint.load(best)["model"]
-        log.info("resumed from %s at epoch %d, step %d", where, s.epoch, s.step)
+            raise ConfigError(f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
+                              f"the run's own settings (start a new run to change them)")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.schedule.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            s = self.state
+            s.epoch, s.step, s.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+            s.train_time = ckpt["train_time_s"]
+            s.best_value, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
+            s.bad_epochs = ckpt["early_stopping"]["bad_epochs"]
+            rng = ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            self.train_batches.generator.set_state(rng["data_order"])
+            random.setstate((rng["python_version"], tuple(rng["python"]), None))
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            best = ckpt.get("best_model")
+            if best is not None:
+                self.best_weights = {k: v.to(self.device) for k, v in best.items()}
+            elif s.best_epoch and s.best_epoch == s.epoch:  # the checkpoint's own weights are the best
+                self.best_weights = copy.deepcopy(self.model.state_dict())
+            mid = ckpt.get("mid_epoch")
+            if mid:
+                d = self.device
+                losses, correct = self.dist.resume_totals(mid["losses"].to(d), mid["correct"].to(d))
+                self._mid = MidEpoch(mid["order"], mid["batch"], mid["n_steps"], mid["start_step"],
+                                     losses, correct, mid["pre_clip_norm"].to(d), mid["elapsed"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
+        self._resumed = True
+        where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
+        self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
+        log.info("resumed from %s at epoch %d, step %d%s", where, s.epoch, s.step, ", mid-epoch" if mid else "")
+
+
+# What a resume must not change: the saved weights, optimizer and schedule state, the order of the
+# batches and the meaning of "best" all depend on them.
+RESUME_FIXED = ("model", "dataset", "loss", "optim", "scheduler", "seed", "trainer.batch_size", "trainer.monitor",
+                "trainer.mode")
 
 
 def _incompatible(old: dict, new: dict) -> str | None:
     """Name the first setting that makes a checkpoint unusable for this run, if any."""
-    for group in ("model", "dataset", "loss"):
-        if old.get(group) != new.get(group):
-            a, b = old.get(group) or {}, new.get(group) or {}
+    for key in RESUME_FIXED:
+        group, _, sub = key.partition(".")
+        a, b = old.get(group), new.get(group)
+        if sub:
+            a, b = (a or {}).get(sub), (b or {}).get(sub)
+        if a == b:
+            continue
+        if isinstance(a, dict) or isinstance(b, dict):
+            a, b = a or {}, b or {}
             diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-            return f"{group} ({', '.join(f'{group}.{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])})"
+            return f"{key} ({', '.join(f'{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])})"
+        return f"{key} ({key}: {a!r} -> {b!r})"
     return None
+
+
+def _data_differs(old: dict, new: dict) -> str | None:
+    """The data itself (a changed file, not a changed setting) must match as well."""
+    for k in ("task", "in_features", "n_outputs", "class_names", "sizes"):
+        if old.get(k) != new.get(k):
+            return f"data ({k}: {old.get(k)!r} -> {new.get(k)!r})"
+    return None
+
+
+def _position(epoch: int, step: int, mid_epoch: bool) -> str:
+    return f"epoch {epoch + 1}, step {step}, mid-epoch" if mid_epoch else f"end of epoch {epoch}, step {step}"
 
 
 def _fmt(metrics: dict) -> str:

@@ -1,0 +1,98 @@
+"""``mlptrain trainer.resume=<run dir or checkpoint>``: continue a run where it stopped, in its own dir.
+
+Before Hydra composes anything, the command line is rewritten so that
+
+* the run's own overrides (stored in its checkpoint) come first and the ones given now apply on
+  top, so ``mlptrain trainer.resume=<dir>`` alone is the whole resume command, and a changed
+  setting (``trainer.epochs=100`` to train longer) is simply added to it;
+* ``hydra.run.dir`` is the run dir being resumed: TensorBoard, metrics.json, the log and
+  ``.hydra/`` continue there instead of in a new timestamped dir.
+
+Torch is imported only when a resume is asked for (the checkpoint has to be read).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+RESUME_KEY = "trainer.resume"
+
+
+def run_dir_of(target: str | Path) -> Path | None:
+    """The run dir a resume target belongs to: the dir itself, or the dir of a checkpoint that sits
+    in a run dir.  ``None`` for a checkpoint copied elsewhere (the resumed run gets a new dir)."""
+    target = Path(target)
+    if target.is_dir():
+        return target.resolve()
+    parent = target.resolve().parent
+    if (parent / ".hydra").is_dir() or (parent / "metrics.json").is_file():
+        return parent
+    return None
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as a Hydra override value: bare if it parses back unchanged, else single-quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for candidate in (text, "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"):
+        try:
+            if parser.parse_overrides([f"k={candidate}"])[0].value() == text:
+                return candidate
+        except Exception:  # Hydra's grammar errors: try the quoted form
+            continue
+    return "'" + text + "'"
+
+
+def resume_command(run_dir: Path) -> str:
+    """The exact shell command that resumes ``run_dir`` (relative to the working dir when inside it)."""
+    run_dir = Path(run_dir).resolve()
+    rel = os.path.relpath(run_dir)
+    shown = rel if not rel.startswith("..") else str(run_dir)
+    return "mlptrain " + shlex.quote(f"{RESUME_KEY}={hydra_value(shown)}")
+
+
+def _key(parsed) -> str:
+    return parsed.key_or_group
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Rewrite a ``trainer.resume=...`` command line as described in the module docstring."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mlptrain.config import ConfigError
+
+    if not any(a.lstrip("+~").startswith(RESUME_KEY + "=") for a in argv):
+        return argv
+    args = get_args_parser().parse_args(argv)
+    parser = OverridesParser.create()
+    try:
+        given = parser.parse_overrides(args.overrides)
+    except Exception:
+        return argv  # precompose reports the malformed override in one line
+    resume = [o for o in given if _key(o) == RESUME_KEY]
+    if not resume or resume[-1].is_sweep_override() or resume[-1].value() in (None, ""):
+        return argv
+    if args.multirun:
+        raise ConfigError(f"{RESUME_KEY}: resume one run at a time (without -m/--multirun)")
+    target = str(resume[-1].value())
+
+    from mlptrain import checkpoint
+
+    stored = checkpoint.load(target).get("overrides") or []
+    try:
+        stored_parsed = parser.parse_overrides(list(stored))
+    except Exception:
+        stored_parsed = []
+    mine = {_key(o) for o in given}
+    inherited = [o.input_line for o in stored_parsed
+                 if _key(o) not in mine and _key(o) != RESUME_KEY and not _key(o).startswith("hydra")]
+    extra = []
+    run_dir = run_dir_of(target)
+    if run_dir is not None and "hydra.run.dir" not in mine:
+        extra.append(f"hydra.run.dir={hydra_value(str(run_dir))}")
+    flags = [a for a in argv if a not in args.overrides]
+    return inherited + list(args.overrides) + extra + flags

@@ -1,0 +1,72 @@
+"""Graceful stops: the first SIGINT/SIGTERM asks the loop to stop after the current step.
+
+The handler only sets a flag, which the training loop reads once per step (a
+Python attribute check: no device sync).  The loop then writes ``last.pt`` and
+exits with 128 + the signal number.  A second signal means "now": it raises
+:class:`Abort` wherever the program is; checkpoint writes are atomic, so the
+files on disk stay whole.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from mlptrain.distributed import launched
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_S = 2.0  # DDP: a second signal sooner than this is the first one delivered twice
+
+
+class Abort(KeyboardInterrupt):
+    """A second stop signal: leave at once.  ``exit_code`` is 128 + signum, like the shell reports it."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"stopped at once by a second {signal.Signals(signum).name}")
+        self.signum, self.exit_code = signum, 128 + signum
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class GracefulStop:
+    """Context manager that turns the first stop signal into ``self.received`` (the signal number)."""
+
+    def __init__(self, signums=STOP_SIGNALS):
+        self.signums = signums
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            self._previous = {s: signal.signal(s, self._handle) for s in self.signums}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            # One of several ranks: the launcher forwards what the terminal or SLURM also sent every rank,
+            # so a second signal right after the first is the same request, not "stop now".
+            if launched() and time.monotonic() - self._at < REPEAT_S:
+                return
+            raise Abort(signum)
+        self.received, self._at = signum, time.monotonic()
+        # os.write, not print: a handler that prints while the loop prints can hit a reentrant-write error.
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        os.write(2, f"\nmlptrain: {signal.Signals(signum).name} received: saving after this step "
+                    f"({again} again to stop at once)\n".encode())
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.received or 0)
