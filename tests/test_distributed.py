@@ -227,6 +227,10 @@ def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, t
         if sweep.poll() is None:
             sweep.kill()
     assert sweep.returncode == 0, output[-3000:]
+    # The trainer took USR2 as a graceful stop (finish the step, save) before submitit requeued job 0.
+    stops = [line for f in tmp_path.glob("sweep/.submitit/*/*_log.err") for line in f.read_text().splitlines()
+             if line.startswith("mlptrain: interrupted by SIGUSR2 after step")]
+    assert len(stops) == 1 and f"saved {job0}/last.pt" in stops[0], stops
     for job, seed in enumerate((0, 1)):
         (job_dir,) = tmp_path.glob(f"sweep/{job}_*")
         log = (job_dir / "mlptrain.log").read_text()
