@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,39 @@ def test_torchrun_two_gloo_ranks_match_one_process_in_one_run_dir(tmp_path, refe
     _same_curve(metrics["history"], reference["history"])
 
 
-def _children(pid: int) -> list[int]:
-    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+@contextmanager
+def _started(*args: str, cwd: Path, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+    """``python -m mlptrain *args`` in the background; killed if the test leaves it running."""
+    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *args], cwd=cwd, env={**os.environ, **_env()},
+                            stdout=stdout, stderr=stderr, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def _frozen(pids: list[int]):
+    """SIGSTOP the processes, SIGCONT them on the way out: signals sent meanwhile wait, so the test
+    decides at which point of the run they land."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _ranks(pid: int) -> list[int]:
+    """The forked ranks of a ``trainer.devices`` launch: the children running the same program (not a
+    passing helper such as ldconfig that a library may start)."""
+    comm = Path(f"/proc/{pid}/comm").read_text()
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [c for c in children if Path(f"/proc/{c}/comm").read_text() == comm]
 
 
 def _pending(pid: int, signum: int) -> bool:
@@ -115,36 +147,35 @@ def _pending(pid: int, signum: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="freezes the ranks through /proc")
 def test_devices_2_sigterm_saves_mid_epoch_and_the_resume_continues_the_curve(tmp_path, train):
-    # 88 steps an epoch: the ranks agree to stop at a multiple of 16 steps, inside the epoch.
-    long = ["dataset.n_samples=2000", "model.hidden=[16]", "trainer.batch_size=16", "optim=sgd", "trainer.device=cpu",
-            "trainer.progress=epoch", "trainer.epochs=2"]
+    # 263 steps an epoch; the ranks agree to stop at a multiple of 16 steps of the epoch.  A periodic
+    # checkpoint at step 270 (epoch 2, batch 7) shows the test that both ranks are inside epoch 2.
+    long = ["dataset.n_samples=6000", "model.hidden=[16]", "trainer.batch_size=16", "optim=sgd", "trainer.device=cpu",
+            "trainer.progress=epoch", "trainer.epochs=2", "trainer.checkpoint_every_n_steps=270"]
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *long, "trainer.devices=2", f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, env={**os.environ, **_env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
+    with _started(*long, "trainer.devices=2", f"hydra.run.dir={run_dir}", cwd=tmp_path) as proc:
         deadline = time.monotonic() + 240
-        while not (run_dir / "last.pt").exists():  # epoch 1 is saved: freeze the ranks early in epoch 2
+        while not (run_dir / "last.pt").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.005)
-        ranks = _children(proc.pid)
-        for pid in ranks:
-            os.kill(pid, signal.SIGSTOP)
-        proc.send_signal(signal.SIGTERM)  # to the launching process only: it forwards it to the ranks
-        while not all(_pending(pid, signal.SIGTERM) for pid in ranks):
-            assert time.monotonic() < deadline
+        ranks = _ranks(proc.pid)
+        assert len(ranks) == 2, ranks
+        while True:  # look while the ranks are frozen, so what is seen is where they are
+            with _frozen(ranks):
+                if checkpoint.load(run_dir)["mid_epoch"]:
+                    proc.send_signal(signal.SIGTERM)  # to the launching process only: it forwards it to the ranks
+                    while not all(_pending(pid, signal.SIGTERM) for pid in ranks):
+                        assert time.monotonic() < deadline
+                        time.sleep(0.005)
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before step 270"
             time.sleep(0.005)
-        for pid in ranks:
-            os.kill(pid, signal.SIGCONT)
         _, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("mlptrain: interrupted by SIGTERM after step ") and "; resume with: mlptrain " in last, err
     saved = checkpoint.load(run_dir / "last.pt")
-    assert saved["mid_epoch"]["batch"] % 16 == 0 and saved["epoch"] == 1  # both ranks stopped after one step
+    assert saved["epoch"] == 1 and saved["mid_epoch"]["batch"] % 16 == 0  # all ranks stopped after one step
+    assert last.split(" after step ")[1].startswith(f"{saved['step']};")
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
 
     r = mlptrain(*shlex.split(last.split("; resume with: ", 1)[1])[1:], cwd=tmp_path, env=_env())
@@ -203,29 +234,27 @@ def _pids_writing_under(folder: Path) -> list[int]:
 def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, train):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     common = [*TINY, "trainer.epochs=20", "trainer.device=cpu"]
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "mlptrain", "-m", "hydra/launcher=submitit_local",
-         "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher", f"hydra.sweep.dir={tmp_path}/sweep",
-         *common, "seed=0,1"],
-        cwd=tmp_path, env={**os.environ, **_env()}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Freeze job 0 as soon as it has a checkpoint, then preempt it (USR2 is submitit's signal).
+    with _started("-m", "hydra/launcher=submitit_local", "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher",
+                  f"hydra.sweep.dir={tmp_path}/sweep", *common, "seed=0,1", cwd=tmp_path,
+                  stderr=subprocess.STDOUT) as sweep:
+        # Preempt job 0 (USR2 is submitit's signal) once it has a checkpoint, looking while it is frozen.
         deadline = time.monotonic() + 240
-        while not list(tmp_path.glob("sweep/0_*/last.pt")):
-            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before job 0 saved"
+        pids: list[int] = []
+        while not pids:  # the job's process holds its log open from the start
+            assert sweep.poll() is None and time.monotonic() < deadline, "job 0 did not start"
+            pids = [pid for job0 in tmp_path.glob("sweep/0_*") for pid in _pids_writing_under(job0)]
             time.sleep(0.01)
         (job0,) = tmp_path.glob("sweep/0_*")
-        pids = _pids_writing_under(job0)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        assert checkpoint.load(job0)["epoch"] < 20, "job 0 finished before the signal"
-        for pid in pids:
-            os.kill(pid, signal.SIGUSR2)
-            os.kill(pid, signal.SIGCONT)
+        while True:
+            with _frozen(pids):
+                if (job0 / "last.pt").exists():
+                    assert checkpoint.load(job0)["epoch"] < 20, "job 0 finished before the signal"
+                    for pid in pids:
+                        os.kill(pid, signal.SIGUSR2)
+                    break
+            assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before job 0 saved"
+            time.sleep(0.01)
         output, _ = sweep.communicate(timeout=240)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
     assert sweep.returncode == 0, output[-3000:]
     # The trainer took USR2 as a graceful stop (finish the step, save) before submitit requeued job 0.
     stops = [line for f in tmp_path.glob("sweep/.submitit/*/*_log.err") for line in f.read_text().splitlines()
