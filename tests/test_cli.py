@@ -73,3 +73,18 @@ def test_multirun_gives_one_dir_and_metrics_per_job(tmp_path):
     assert "optim=sgd" in jobs[0].name and "optim=adam" in jobs[1].name
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert [p for p in job.iterdir() if p.is_dir()] == [job / ".hydra"]  # no add_hparams sub-runs
+
+    # TensorBoard's HParams table: one row per job, the same keys, the swept choice as a column.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    rows = []
+    for job in jobs:
+        acc = EventAccumulator(str(job))
+        acc.Reload()
+        blob = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        rows.append(plugin_data_pb2.HParamsPluginData.FromString(blob).session_start_info.hparams)
+        assert "hparam/test_acc" in acc.Tags()["scalars"]
+    assert set(rows[0]) == set(rows[1])
+    assert [r["optim"].string_value for r in rows] == ["sgd", "adam"]

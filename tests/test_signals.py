@@ -16,8 +16,8 @@ from conftest import mlptrain
 from mlptrain import checkpoint
 from mlptrain.signals import Abort, GracefulStop
 
-# 105 steps an epoch: the signal lands in epoch 2 or at its start.
-LONG = ["dataset.n_samples=1200", "model.hidden=[16]", "trainer.batch_size=8", "trainer.epochs=3",
+# 53 steps an epoch: the signal lands in epoch 2 or at its start.
+LONG = ["dataset.n_samples=600", "model.hidden=[16]", "trainer.batch_size=8", "trainer.epochs=3",
         "trainer.progress=epoch"]
 
 
@@ -44,7 +44,7 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
     assert last.startswith(f"mlptrain: interrupted by {name} after step ") and "; resume with: mlptrain " in last, err
     (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
     saved = checkpoint.load(run_dir / "last.pt")
-    assert f"after step {saved['step']};" in last and 105 <= saved["step"] < 3 * 105
+    assert f"after step {saved['step']};" in last and 53 <= saved["step"] < 3 * 53
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     assert not list(run_dir.glob(".*.tmp"))
 

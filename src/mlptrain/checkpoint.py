@@ -25,13 +25,17 @@ class CheckpointError(RuntimeError):
 
 
 def versions() -> dict:
+    """Library versions as plain strings (from package metadata: no heavy imports)."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import hydra
-    import torchvision
-
-    return {"mlptrain": __import__("mlptrain").__version__, "torch": str(torch.__version__),
-            "torchvision": torchvision.__version__, "hydra": hydra.__version__, "python": platform.python_version()}
+    out = {"python": platform.python_version()}
+    for name in ("mlptrain", "torch", "torchvision", "hydra-core", "omegaconf", "tensorboard"):
+        try:
+            out[name.removesuffix("-core")] = version(name)
+        except PackageNotFoundError:
+            out[name.removesuffix("-core")] = "unknown"
+    return out
 
 
 def atomic_write(path: Path, write) -> None:
@@ -53,6 +57,15 @@ def atomic_write(path: Path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Drop the temp files of writes a killed process never finished (never the files themselves)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
@@ -102,8 +115,10 @@ def load(path: str | Path, map_location="cpu", in_dir: str = "last.pt") -> dict:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise CheckpointError(f"{path} is corrupt: {_first_sentence(e)}") from None
-        raise CheckpointError(f"{path} is not an mlptrain checkpoint: it holds Python objects that "
-                              f"weights_only loading refuses to run") from None
+        # the reason ("Unsupported global: ...") is buried below a long preamble
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        raise CheckpointError(f"{path} is not an mlptrain checkpoint: it holds Python objects that weights_only "
+                              f"loading refuses" + (f" ({why[:160]})" if why else "")) from None
     except Exception as e:  # torch.load fails in many ways (zip reader, unpickler): all mean the file is damaged
         raise CheckpointError(f"{path} is truncated or corrupt: {_first_sentence(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -39,10 +39,23 @@ NORMS = ("none", "batch", "layer")
 INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
+MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
 SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
 VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
-LOSSES = ("cross_entropy", "nll", "mse", "bce", "l1", "huber", "gaussian_nll", "laplace_nll")
+# Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
+# misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
+LOSS_TASKS = {
+    "cross_entropy": ("classification",),
+    "nll": ("classification",),
+    "mse": ("classification", "regression"),
+    "bce": ("binary",),
+    "l1": ("regression",),
+    "huber": ("regression",),
+    "gaussian_nll": ("regression",),
+    "laplace_nll": ("regression",),
+}
+LOSSES = tuple(LOSS_TASKS)
 
 
 # ----------------------------------------------------------------------------- data
@@ -64,8 +77,15 @@ class SyntheticConfig:
         _check(self.n_samples >= 30, "dataset.n_samples", f"must be >= 30, got {self.n_samples}")
         _check(_finite(self.noise) and self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
         _check(self.n_classes >= 2, "dataset.n_classes", f"must be >= 2, got {self.n_classes}")
+        _check(self.n_classes <= self.n_samples, "dataset.n_classes",
+               f"must be <= dataset.n_samples ({self.n_samples}), got {self.n_classes}")
         _check(self.n_features >= 5, "dataset.n_features", f"must be >= 5, got {self.n_features}")
         _split_fractions(self.val_fraction, self.test_fraction)
+
+    @property
+    def classes(self) -> int:
+        """Classes of a classification set: moons, circles and xor are binary."""
+        return self.n_classes if self.name in ("spirals", "blobs") else 2
 
 
 def _split_fractions(val: float, test: Optional[float]) -> None:
@@ -149,17 +169,49 @@ class LossConfig:
     label_smoothing: float = 0.0  # cross_entropy
     output: str = "softmax"  # mse on classes: softmax | raw
     huber_delta: float = 1.0
-    variance: str = "softplus"  # gaussian_nll: softplus | exp
-    min_variance: float = 1e-6
+    variance: str = "softplus"  # gaussian_nll / laplace_nll: how the spread is kept positive: softplus | exp
+    min_variance: float = 1e-6  # floor on the variance (Laplace: the scale), in standardised target units
 
     def __post_init__(self) -> None:
         _choice(self.name, "loss.name", LOSSES)
         _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
+        _check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
+               f"only applies to loss=cross_entropy, not loss={self.name}")
         _choice(self.output, "loss.output", ("softmax", "raw"))
         _check(_finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
         _choice(self.variance, "loss.variance", ("softplus", "exp"))
         _check(_finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
+
+
+def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
+    """Losses that fit a task; ``n_classes`` None (not known yet) keeps bce as a candidate."""
+    kinds = {task} | ({"binary"} if task == "classification" and n_classes in (2, None) else set())
+    return [name for name, fits in LOSS_TASKS.items() if kinds & set(fits)]
+
+
+def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = None) -> Optional[str]:
+    """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
+    fits = losses_for(task, n_classes)
+    if loss in fits:
+        return None
+    what = f"{task}, {n_classes} classes" if n_classes else task
+    if n_classes is None and "bce" in fits:
+        fits[fits.index("bce")] = "bce (two classes only)"
+    return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
+
+
+def dataset_task(ds: Any) -> Optional[tuple[str, Optional[int]]]:
+    """(task, classes) of a dataset config when known without loading it (classes None: unknown)."""
+    if isinstance(ds, SyntheticConfig):
+        if ds.name in SYNTHETIC_REGRESSION:
+            return "regression", None
+        return "classification", ds.classes
+    if isinstance(ds, VisionConfig):
+        return "classification", None
+    if isinstance(ds, CsvConfig) and ds.task != "auto":
+        return ds.task, None
+    return None
 
 
 # ----------------------------------------------------------------------------- optim
@@ -177,10 +229,13 @@ class OptimConfig:
         _check(_finite(self.lr) and self.lr > 0, "optim.lr", f"must be a positive number, got {self.lr}")
         wd = self.kwargs.get("weight_decay", 0.0)
         _check(_finite(wd) and wd >= 0, "optim.weight_decay", f"must be >= 0, got {wd}")
-        for key in ("momentum", "alpha", "dampening"):
+        if "momentum" in self.kwargs:
+            v = self.kwargs["momentum"]
+            _check(_finite(v) and 0 <= v < 1, "optim.momentum", f"must be in [0, 1), got {v}")
+        for key in ("alpha", "dampening"):  # RMSprop's smoothing constant, SGD's dampening
             if key in self.kwargs:
                 v = self.kwargs[key]
-                _check(_finite(v) and 0 <= v < 1 + (key == "alpha"), f"optim.{key}", f"must be in [0, 1), got {v}")
+                _check(_finite(v) and 0 <= v <= 1, f"optim.{key}", f"must be in [0, 1], got {v}")
         if "betas" in self.kwargs:
             b = self.kwargs["betas"]
             _check(isinstance(b, (list, tuple)) and len(b) == 2 and all(_finite(x) and 0 <= x < 1 for x in b),
@@ -199,9 +254,12 @@ class SchedulerConfig:
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step / exponential decay factor
     warmup_epochs: float = 0.0  # cosine: linear warmup length
-    min_lr: float = 0.0  # cosine floor
+    min_lr: float = 0.0  # cosine floor; plateau's lower bound
     max_lr: Optional[float] = None  # onecycle peak (default: optim.lr)
-    pct_start: float = 0.3  # onecycle
+    pct_start: float = 0.3  # onecycle: fraction of steps spent rising
+    div_factor: float = 25.0  # onecycle: start at max_lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: end at start / final_div_factor
+    cycle_momentum: bool = True  # onecycle: cycle momentum / beta1 inversely (when the optimizer uses it)
     factor: float = 0.1  # plateau
     patience: int = 5  # plateau
 
@@ -213,6 +271,9 @@ class SchedulerConfig:
         _check(_finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
         _check(self.max_lr is None or (_finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr", f"must be > 0, got {self.max_lr}")
         _check(_finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start", f"must be in (0, 1), got {self.pct_start}")
+        _check(_finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor", f"must be >= 1, got {self.div_factor}")
+        _check(_finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
+               f"must be >= 1, got {self.final_div_factor}")
         _check(_finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
         _check(self.patience >= 0, "scheduler.patience", f"must be >= 0, got {self.patience}")
 
@@ -232,7 +293,7 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 60
-    max_steps: int = -1  # > 0: stop after this many optimizer steps, whatever epochs says
+    max_steps: int = -1  # > 0: train exactly this many optimizer steps; epochs is then ignored
     batch_size: int = 128
     eval_batch_size: int = 4096
     device: str = "auto"
@@ -265,7 +326,8 @@ class TrainerConfig:
                f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
                "across the processes)")
         _choice(self.precision, "trainer.precision", PRECISIONS)
-        _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
+        _check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
+               f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))
         _check(_finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
@@ -341,8 +403,11 @@ def parse(cfg: DictConfig) -> RunConfig:
     ds_name = cfg.dataset.get("name")
     if ds_name not in DATASET_SCHEMAS:
         raise ConfigError(f"dataset.name: unknown dataset {ds_name!r}; valid choices: {', '.join(DATASET_SCHEMAS)}")
-    return RunConfig(
-        dataset=_typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset"),
+    dataset = _typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset")
+    ds_seed = getattr(dataset, "seed", 0)
+    _check(0 <= ds_seed < 2**63, "dataset.seed", f"must be in [0, 2**63), got {ds_seed}")
+    run = RunConfig(
+        dataset=dataset,
         model=_typed(ModelConfig, cfg.model, "model"),
         loss=_typed(LossConfig, cfg.loss, "loss"),
         optim=_parse_optim(cfg.optim),
@@ -351,6 +416,12 @@ def parse(cfg: DictConfig) -> RunConfig:
         seed=seed,
         raw=OmegaConf.to_container(cfg),
     )
+    known = dataset_task(run.dataset)
+    if known:  # a loss that cannot fit fails here, before any data is loaded or downloaded
+        problem = loss_misfit(run.loss.name, ds_name, *known)
+        if problem:
+            raise ConfigError(problem)
+    return run
 
 
 def _parse_optim(node: Any) -> OptimConfig:
@@ -358,6 +429,8 @@ def _parse_optim(node: Any) -> OptimConfig:
         raise ConfigError("optim: expected an optimizer config with _target_ (e.g. optim=adam)")
     d = OmegaConf.to_container(node)
     target = d.pop("_target_")
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"optim._target_: expected the dotted name of a torch.optim class, got {target!r}")
     d.pop("_partial_", None)
     exclude = d.pop("decay_exclude_bias_norm", False)
     if not isinstance(exclude, bool):

@@ -17,39 +17,49 @@ huber          regression            Gaussian core, Laplace tails      d
 gaussian_nll   regression            Gaussian, learned sigma(x)        2d
 laplace_nll    regression            Laplace, learned b(x)             2d
 =============  ====================  ================================  ===========
+
+Every regression model is scored as a predictive distribution.  The
+probabilistic losses predict their spread per input; a point regressor
+(mse, l1, huber) gets a constant spread, the maximum-likelihood fit to the
+validation residuals (Gaussian variance ``mean(r^2)``; Laplace scale
+``mean(|r|)`` for l1), kept in the head so a checkpoint carries it.  That makes
+NLL and interval coverage comparable across all regression losses.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import Laplace, Normal
 
-from mlptrain.config import ConfigError
+from mlptrain.config import ConfigError, loss_misfit
 
-# loss name -> tasks it fits ("binary" = classification with exactly two classes)
-SUPPORTED = {
-    "cross_entropy": ("classification",),
-    "nll": ("classification",),
-    "mse": ("classification", "regression"),
-    "bce": ("binary",),
-    "l1": ("regression",),
-    "huber": ("regression",),
-    "gaussian_nll": ("regression",),
-    "laplace_nll": ("regression",),
-}
 PROBABILISTIC = ("gaussian_nll", "laplace_nll")
-# The metric each task optimises by default, and whether larger is better.
+LAPLACE = ("l1", "laplace_nll")  # regression losses whose noise model is Laplace; the rest are Gaussian
+# Metrics each kind of task reports (metrics.json, TensorBoard, HParams).
+METRICS = {
+    "classification": ("loss", "acc", "nll", "ece"),
+    "regression": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
+    "probabilistic": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
+}
+# The metric each task selects on by default. Never "loss": it is not comparable across losses
+# (a sweep over loss= must rank its jobs on one scale). Point regressors rank by RMSE, predictive
+# distributions by NLL (a proper scoring rule that rewards calibrated spread).
 DEFAULT_MONITOR = {"classification": "acc", "regression": "rmse", "probabilistic": "nll"}
 MAXIMISE = {"acc", "r2"}
+NOT_MONITORABLE = {"coverage95"}  # good when near 0.95, so neither min nor max selects on it
+Z975 = NormalDist().inv_cdf(0.975)  # Gaussian central 95% interval: mean +- 1.96 sigma
+LN20 = math.log(20.0)  # Laplace central 95% interval: mean +- b ln 20, since P(|y - mu| > t) = exp(-t/b)
 
 
-def losses_for(task: str, n_classes: int | None) -> list[str]:
-    kinds = {task} | ({"binary"} if task == "classification" and n_classes == 2 else set())
-    return [name for name, fits in SUPPORTED.items() if kinds & set(fits)]
+def family_of(loss: str) -> str:
+    """The regression noise model a loss is the likelihood of: gaussian | laplace."""
+    return "laplace" if loss in LAPLACE else "gaussian"
 
 
 # ----------------------------------------------------------------------------- heads
@@ -65,10 +75,27 @@ class AffineHead(nn.Module):
         return z * self.y_std + self.y_mean
 
 
+class PointHead(AffineHead):
+    """A point regressor's head: the mean, plus a constant noise spread per output (not an output).
+
+    ``spread`` is the Gaussian variance or the Laplace scale, refitted by :meth:`Task.calibrate` on
+    the validation residuals after every epoch; it starts as the spread of the targets themselves.
+    """
+
+    def __init__(self, y_mean, y_std, family: str):
+        super().__init__(y_mean, y_std)
+        self.family = family
+        spread = self.y_std**2 if family == "gaussian" else self.y_std / math.sqrt(2)
+        self.register_buffer("spread", spread.clone())
+
+    def extra_repr(self) -> str:
+        return f"{self.family}, constant spread fitted on validation"
+
+
 class ScaleHead(AffineHead):
     """Mean and a positive spread (variance for Gaussian, scale b for Laplace), both in target units.
 
-    Output columns: ``[mean_1..mean_d, spread_1..spread_d]``.
+    Output columns: ``[mean_1..mean_d, spread_1..spread_d]``.  The floor is in standardised units.
     """
 
     def __init__(self, y_mean, y_std, kind: str, positive: str, floor: float):
@@ -88,6 +115,15 @@ class ScaleHead(AffineHead):
         return f"{self.kind}, positive={self.positive}, floor={self.floor}"
 
 
+def elementwise_nll(family: str, mean: torch.Tensor, y: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """-log p(y) per element, for a Gaussian (spread = variance) or a Laplace (spread = scale b)."""
+    # torch.distributions with validate_args=False rather than F.gaussian_nll_loss, whose check for
+    # negative variances is a host-device sync on every step; the heads already keep spreads positive.
+    if family == "gaussian":
+        return -Normal(mean, spread.sqrt(), validate_args=False).log_prob(y)
+    return -Laplace(mean, spread, validate_args=False).log_prob(y)
+
+
 # ----------------------------------------------------------------------------- task
 @dataclass
 class Task:
@@ -102,12 +138,21 @@ class Task:
 
     @property
     def kind(self) -> str:
-        """classification | regression | probabilistic: picks the metrics."""
+        """classification | regression | probabilistic: picks the default monitor."""
         return "probabilistic" if self.loss_name in PROBABILISTIC else self.task
+
+    @property
+    def family(self) -> str:
+        """The regression noise model: gaussian | laplace."""
+        return family_of(self.loss_name)
 
     @property
     def default_monitor(self) -> str:
         return DEFAULT_MONITOR[self.kind]
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return METRICS[self.kind]
 
     # --- the loss: mean over the batch -------------------------------------------------
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -130,29 +175,44 @@ class Task:
             return F.l1_loss(out, y)
         if n == "huber":
             return F.huber_loss(out, y, delta=self.huber_delta)
-        if n == "gaussian_nll":
-            return F.gaussian_nll_loss(out[:, :d], y, out[:, d:], full=True)
-        if n == "laplace_nll":
-            b = out[:, d:]
-            return ((out[:, :d] - y).abs() / b + torch.log(2 * b)).mean()
+        if n in PROBABILISTIC:  # per-example NLL (summed over outputs), so the loss is exactly the nll metric
+            return elementwise_nll(self.family, out[:, :d], y, out[:, d:]).sum(1).mean()
         raise AssertionError(n)
 
     # --- predictions ---------------------------------------------------------------------
+    def predicted_class(self, out: torch.Tensor) -> torch.Tensor:
+        return (out[:, 0] > 0).long() if self.loss_name == "bce" else out.argmax(1)
+
     def probabilities(self, out: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "bce":
             p1 = torch.sigmoid(out[:, 0])
             return torch.stack([1 - p1, p1], 1)
         if self.loss_name == "mse" and self.mse_output == "raw":
-            return out.clamp_min(0) / out.clamp_min(0).sum(1, keepdim=True).clamp_min(1e-12)
+            # Raw outputs are no distribution: clip to >= 0 and normalise; an all-negative row is uniform.
+            p = out.clamp_min(0)
+            p = torch.where(p.sum(1, keepdim=True) > 0, p, torch.ones_like(p))
+            return p / p.sum(1, keepdim=True)
         return F.softmax(out.float(), 1)
 
-    def mean_and_std(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def predictive(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and spread (variance or Laplace scale) of the predictive distribution, in target units."""
         d = self.n_outputs
-        if self.loss_name == "gaussian_nll":
-            return out[:, :d], out[:, d:].sqrt()
-        if self.loss_name == "laplace_nll":
-            return out[:, :d], out[:, d:] * math.sqrt(2)
-        return out[:, :d], None
+        if self.loss_name in PROBABILISTIC:
+            return out[:, :d], out[:, d:]
+        return out[:, :d], self.head.spread.expand_as(out[:, :d])
+
+    def mean_and_std(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, spread = self.predictive(out)
+        return mean, spread.sqrt() if self.family == "gaussian" else spread * math.sqrt(2)
+
+    @torch.no_grad()
+    def calibrate(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """Refit a point regressor's constant spread: the maximum-likelihood value on these residuals."""
+        if not isinstance(self.head, PointHead):
+            return
+        err = out.float()[:, :self.n_outputs] - y.reshape(len(y), -1).float()
+        fit = err.pow(2).mean(0) if self.family == "gaussian" else err.abs().mean(0)
+        self.head.spread.copy_(fit.clamp_min(1e-12))
 
     # --- metrics: whole-split tensors in, python floats out -----------------------------
     def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -160,26 +220,19 @@ class Task:
         m = {"loss": self.loss(out, y)}
         if self.task == "classification":
             p = self.probabilities(out)
-            m["acc"] = (p.argmax(1) == y).float().mean()
+            m["acc"] = (self.predicted_class(out) == y).float().mean()
             m["nll"] = F.nll_loss(torch.log(p.clamp_min(1e-12)), y)
             m["ece"] = expected_calibration_error(p, y)
         else:
             y = y.reshape(len(y), -1).float()
-            mean, std = self.mean_and_std(out)
+            mean, spread = self.predictive(out)
             err = mean - y
             m["rmse"] = err.pow(2).mean().sqrt()
             m["mae"] = err.abs().mean()
-            m["r2"] = 1 - err.pow(2).sum(0) .div((y - y.mean(0)).pow(2).sum(0).clamp_min(1e-12)).mean()
-            if std is not None:
-                d = self.n_outputs
-                if self.loss_name == "gaussian_nll":
-                    m["nll"] = F.gaussian_nll_loss(mean, y, out[:, d:], full=True, reduction="sum") / len(y)
-                    half = 1.959964 * std
-                else:  # Laplace: the central 95% interval is mean +- b ln(20)
-                    b = out[:, d:]
-                    m["nll"] = ((err.abs() / b + torch.log(2 * b)).sum(1)).mean()
-                    half = b * math.log(20.0)
-                m["coverage95"] = (err.abs() <= half).float().mean()
+            m["r2"] = 1 - err.pow(2).sum(0).div((y - y.mean(0)).pow(2).sum(0).clamp_min(1e-12)).mean()
+            m["nll"] = elementwise_nll(self.family, mean, y, spread).sum(1).mean()  # per example
+            half = Z975 * spread.sqrt() if self.family == "gaussian" else LN20 * spread
+            m["coverage95"] = (err.abs() <= half).float().mean()
         # One device->host transfer for all metrics.
         names = list(m)
         values = torch.stack([m[k].detach().float() for k in names]).tolist()
@@ -199,18 +252,16 @@ def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 15)
 def build_task(loss_cfg, meta: dict, y_mean: torch.Tensor, y_std: torch.Tensor) -> Task:
     """Check that the loss fits the dataset's task and build the matching head."""
     task, k = meta["task"], meta["n_outputs"]
-    fits = losses_for(task, k if task == "classification" else None)
-    if loss_cfg.name not in fits:
-        raise ConfigError(
-            f"loss={loss_cfg.name} does not fit dataset={meta['name']} ({task}"
-            f"{f', {k} classes' if task == 'classification' else ''}); losses that fit: {', '.join(fits)}")
+    problem = loss_misfit(loss_cfg.name, meta["name"], task, k if task == "classification" else None)
+    if problem:
+        raise ConfigError(problem)
     if task == "classification":
         head, width = nn.Identity(), (1 if loss_cfg.name == "bce" else k)
     elif loss_cfg.name in PROBABILISTIC:
         head = ScaleHead(y_mean, y_std, loss_cfg.name, loss_cfg.variance, loss_cfg.min_variance)
         width = 2 * k
     else:
-        head, width = AffineHead(y_mean, y_std), k
+        head, width = PointHead(y_mean, y_std, family_of(loss_cfg.name)), k
     return Task(loss_cfg.name, task, k, head, width, loss_cfg.label_smoothing, loss_cfg.output,
                 loss_cfg.huber_delta)
 
@@ -218,11 +269,10 @@ def build_task(loss_cfg, meta: dict, y_mean: torch.Tensor, y_std: torch.Tensor) 
 def monitor_of(task: Task, monitor: str, mode: str) -> tuple[str, str]:
     """Resolve ``trainer.monitor``/``trainer.mode`` ('auto' = per task) to a metric and a direction."""
     name = task.default_monitor if monitor == "auto" else monitor.removeprefix("val/")
-    valid = {"classification": ("loss", "acc", "nll", "ece"),
-             "regression": ("loss", "rmse", "mae", "r2"),
-             "probabilistic": ("loss", "rmse", "mae", "r2", "nll", "coverage95")}[task.kind]
+    valid = [m for m in task.metric_names if m not in NOT_MONITORABLE]
     if name not in valid:
-        raise ConfigError(f"trainer.monitor: {name!r} is not a metric of this task; valid choices: auto, {', '.join(valid)}")
+        raise ConfigError(f"trainer.monitor: {name!r} is not a metric this task can select on; "
+                          f"valid choices: auto, {', '.join(valid)}")
     if mode == "auto":
         mode = "max" if name in MAXIMISE else "min"
     return name, mode

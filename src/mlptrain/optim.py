@@ -9,6 +9,7 @@ fast (fused or foreach) implementation where the device supports it.
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from torch import nn
@@ -16,25 +17,31 @@ from torch import nn
 from mlptrain.config import ConfigError
 
 
+# Every normalisation layer torch has (batch/instance norm share _NormBase).
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
 def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool) -> list[dict]:
-    """One group, or two: decayed weight matrices, and biases plus norm parameters without decay."""
+    """One group, or two: decayed weight matrices, and biases plus norm parameters without decay.
+
+    Decaying a bias or a norm's scale/shift only fights the layer's own
+    normalisation (the usual AdamW recipe leaves them alone).
+    """
     if not exclude_bias_norm:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    norm_types = (nn.BatchNorm1d, nn.LayerNorm, nn.GroupNorm)
     decay, no_decay = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            (no_decay if name == "bias" or isinstance(module, norm_types) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (no_decay if name == "bias" or isinstance(module, NORM_TYPES) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    from hydra.utils import get_class
-
     try:
-        cls = get_class(cfg.target)
+        cls = _locate(cfg.target)
     except Exception:
         raise ConfigError(f"optim._target_: cannot import {cfg.target!r}; expected a torch.optim class") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -62,11 +69,25 @@ def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.
         raise ConfigError(f"optim: {cls.__name__} rejected its settings: {e}") from None
 
 
+def _locate(dotted: str):
+    """``module.attr`` -> the object (like hydra.utils.get_class, which also logs an ERROR line on failure)."""
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 class Schedule:
-    """A torch LR scheduler plus when to step it: after every optimizer step or every epoch."""
+    """A torch LR scheduler plus when to step it: after every optimizer step or every epoch.
+
+    A per-step scheduler also records the learning rate each step used.  The
+    scheduler computes it on the host anyway, so this is a list append, not a
+    device sync; the trainer drains the list once per epoch into TensorBoard.
+    """
 
     def __init__(self, scheduler, per_step: bool, on_metric: bool = False):
         self.scheduler, self.per_step, self.on_metric = scheduler, per_step, on_metric
+        self.step_lrs: list[float] = []
 
     def state_dict(self):
         return self.scheduler.state_dict() if self.scheduler is not None else {}
@@ -76,8 +97,14 @@ class Schedule:
             self.scheduler.load_state_dict(state)
 
     def step_batch(self):
+        """Call after each optimizer step."""
         if self.scheduler is not None and self.per_step:
+            self.step_lrs.append(self.scheduler.get_last_lr()[0])  # the lr this step used
             self.scheduler.step()
+
+    def drain_step_lrs(self) -> list[float]:
+        lrs, self.step_lrs = self.step_lrs, []
+        return lrs
 
     def step_epoch(self, metric: float | None):
         if self.scheduler is None or self.per_step:
@@ -98,12 +125,21 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int, total_steps: int, base
     if cfg.name == "exponential":
         return Schedule(S.ExponentialLR(optimizer, gamma=cfg.gamma), per_step=False)
     if cfg.name == "plateau":
-        return Schedule(S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience),
-                        per_step=False, on_metric=True)
+        return Schedule(S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                            min_lr=cfg.min_lr), per_step=False, on_metric=True)
     total_steps = max(total_steps, 1)
     if cfg.name == "onecycle":
+        # Cycling momentum would switch momentum *on* for plain SGD/RMSprop (and torch refuses
+        # optimizers without any, e.g. Adagrad): cycle it only where the optimizer uses it.
+        d = optimizer.defaults
+        has_momentum = "betas" in d or d.get("momentum", 0) > 0
+        pct = cfg.pct_start
+        if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up makes torch divide by zero
+            pct = 2.0 / total_steps if total_steps > 2 else 0.25
         return Schedule(S.OneCycleLR(optimizer, max_lr=cfg.max_lr or base_lr, total_steps=total_steps,
-                                     pct_start=cfg.pct_start), per_step=True)
+                                     pct_start=pct, div_factor=cfg.div_factor,
+                                     final_div_factor=cfg.final_div_factor,
+                                     cycle_momentum=cfg.cycle_momentum and has_momentum), per_step=True)
     if cfg.name == "cosine":
         warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps - 1)
         cosine = S.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=cfg.min_lr)
@@ -112,12 +148,4 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int, total_steps: int, base
         linear = S.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
         return Schedule(S.SequentialLR(optimizer, [linear, cosine], milestones=[warmup]), per_step=True)
     raise ConfigError(f"scheduler.name: unknown {cfg.name!r}")
-
-
-def grad_norm(model: nn.Module) -> torch.Tensor:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
 

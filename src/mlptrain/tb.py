@@ -26,6 +26,11 @@ class TensorBoard:
         for k, v in values.items():
             self.writer.add_scalar(k, v, step)
 
+    def series(self, tag: str, values: list[float], first_step: int) -> None:
+        """Values of consecutive steps, collected on the host and written in one go."""
+        for i, v in enumerate(values):
+            self.writer.add_scalar(tag, v, first_step + i)
+
     def text(self, tag: str, body: str) -> None:
         self.writer.add_text(tag, body)
 

@@ -25,7 +25,7 @@ from mlptrain.data import DataBundle, load_dataset
 from mlptrain.distributed import Dist, Silent
 from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.models import build_model, count_parameters
-from mlptrain.optim import build_optimizer, build_scheduler, grad_norm
+from mlptrain.optim import build_optimizer, build_scheduler
 from mlptrain.progress import Progress
 from mlptrain.resume import resume_command
 
@@ -103,7 +103,8 @@ class State:
     step: int = 0  # optimizer steps taken
     best_value: float | None = None
     best_epoch: int = 0
-    bad_epochs: int = 0  # epochs without improvement (early stopping)
+    bad_epochs: int = 0  # epochs without an improvement of at least min_delta (early stopping)
+    stop_best: float | None = None  # early stopping's reference value (moves only by >= min_delta)
     history: list = field(default_factory=list)
     train_time: float = 0.0
 
@@ -119,7 +120,8 @@ class MidEpoch:
     start_step: int  # state.step when the epoch began
     losses: torch.Tensor
     correct: torch.Tensor
-    pre_clip_norm: torch.Tensor
+    norms: torch.Tensor  # pre-clip gradient norms (grad_clip > 0)
+    step_lrs: list = field(default_factory=list)  # a per-step schedule's lrs so far this epoch
     elapsed: float = 0.0  # seconds of this epoch already spent before the checkpoint
 
 
@@ -147,7 +149,14 @@ class Trainer:
         self.val = (self.data.x_val.to(self.device), self.data.y_val.to(self.device))
         self.optimizer = build_optimizer(run.optim, self.model, self.device)
         steps_per_epoch = len(self.train_batches)
-        self.total_steps = self.cfg.max_steps if self.cfg.max_steps > 0 else self.cfg.epochs * steps_per_epoch
+        # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last
+        # epoch may be partial), and schedules that span the run are sized to it.
+        if self.cfg.max_steps > 0:
+            self.total_steps = self.cfg.max_steps
+            self.max_epochs = -(-self.cfg.max_steps // steps_per_epoch)
+        else:
+            self.total_steps = self.cfg.epochs * steps_per_epoch
+            self.max_epochs = self.cfg.epochs
         self.schedule = build_scheduler(run.scheduler, self.optimizer, steps_per_epoch, self.total_steps,
                                         run.optim.lr, self.mode)
         self.autocast, self.scaler = self._precision()
@@ -176,17 +185,18 @@ class Trainer:
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, calibrate: bool = False) -> dict[str, float]:
+        """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
         xs = self.dist.split(x)  # DDP: this rank's rows; the outputs of all rows are gathered below
-        out = model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast)
-        return self.task.metrics(self.dist.gather(out, len(x)), y)
+        out = self.dist.gather(model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast), len(x))
+        if calibrate:
+            self.task.calibrate(out, y)
+        return self.task.metrics(out, y)
 
-    def _improved(self, value: float) -> bool:
-        best = self.state.best_value
+    def _improved(self, value: float, best: float | None, delta: float = 0.0) -> bool:
         if best is None:
             return True
-        delta = self.cfg.early_stopping.min_delta
         return value < best - delta if self.mode == "min" else value > best + delta
 
     # --------------------------------------------------------------------------- the loop
@@ -198,11 +208,14 @@ class Trainer:
             n_steps = len(batches)
             if self.cfg.max_steps > 0:
                 n_steps = min(n_steps, self.cfg.max_steps - self.state.step)
-            zero = torch.zeros((), device=self.device)
-            # per-step losses, read once at the end
-            mid = MidEpoch(None, 0, n_steps, self.state.step, torch.zeros(n_steps, device=self.device), zero,
-                           zero.clone())
-        n_steps, losses, correct, pre_clip_norm = mid.n_steps, mid.losses, mid.correct, mid.pre_clip_norm
+            clip = self.cfg.grad_clip
+            # per-step losses and pre-clip norms, read once at the end
+            mid = MidEpoch(None, 0, n_steps, self.state.step, torch.zeros(n_steps, device=self.device),
+                           torch.zeros((), device=self.device),
+                           torch.zeros(n_steps if clip > 0 else 0, device=self.device))
+        else:
+            self.schedule.step_lrs = mid.step_lrs
+        n_steps, losses, correct, norms = mid.n_steps, mid.losses, mid.correct, mid.norms
         classification = self.task.task == "classification"
         clip = self.cfg.grad_clip
         every = self.cfg.checkpoint_every_n_steps if self.cfg.checkpoint else 0
@@ -222,7 +235,7 @@ class Trainer:
             else:
                 loss.backward()
             if clip > 0:
-                pre_clip_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                norms[i] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             due = False
             if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(self.dist.global_loss(loss)):
                 losses[i] = float("nan")  # an explicit per-step check: the user asked to skip bad batches
@@ -235,14 +248,14 @@ class Trainer:
                 self.schedule.step_batch()
                 losses[i] = loss.detach()
                 if classification:
-                    correct += (self._predicted_class(out) == yb).sum()
+                    correct += (self.task.predicted_class(out) == yb).sum()
                 self.state.step += 1
                 due = bool(every) and self.state.step % every == 0
             progress.step(i + 1, n_steps)
             # Python-side checks only; the epoch's last step is checkpointed by fit() after validation.
             stopping = self.dist.stop_together(stop.received is not None, i)  # DDP: all ranks after one step
             if (due or stopping) and i + 1 < n_steps:
-                mid.order, mid.batch, mid.pre_clip_norm = batches.order, i + 1, pre_clip_norm
+                mid.order, mid.batch = batches.order, i + 1
                 self._save_mid_epoch(mid)
                 if stopping:
                     raise self._interrupted()
@@ -254,8 +267,17 @@ class Trainer:
         if classification:
             stats["acc"] = correct.item() / max(1, min(n_steps * batches.batch_size, len(batches.x)))
         if clip > 0:
-            stats["grad_norm"] = float(pre_clip_norm)
+            stats.update(self._clip_stats(norms, clip))
         return stats
+
+    @staticmethod
+    def _clip_stats(norms: torch.Tensor, clip: float) -> dict[str, float]:
+        """The epoch's pre-clip global gradient norms: mean, max and the fraction of steps clipped."""
+        norms = norms[torch.isfinite(norms)]  # fp16 overflow steps are skipped by the scaler anyway
+        if not len(norms):
+            return {"grad_norm": math.nan, "grad_norm_max": math.nan, "clip_frac": math.nan}
+        mean, peak, frac = torch.stack([norms.mean(), norms.max(), (norms > clip).float().mean()]).tolist()
+        return {"grad_norm": mean, "grad_norm_max": peak, "clip_frac": frac}
 
     def _save_mid_epoch(self, mid: MidEpoch) -> None:
         """last.pt between two steps; never a non-finite state (that is a divergence instead)."""
@@ -267,11 +289,8 @@ class Trainer:
         self._check_weights(done)
         self._save("last.pt", mid_epoch={
             "order": mid.order.cpu(), "batch": mid.batch, "n_steps": mid.n_steps, "start_step": mid.start_step,
-            "losses": losses.cpu(), "correct": correct.cpu(), "pre_clip_norm": mid.pre_clip_norm.cpu(),
-            "elapsed": time.perf_counter() - self._epoch_t0})
-
-    def _predicted_class(self, out):
-        return (out[:, 0] > 0).long() if self.task.loss_name == "bce" else out.argmax(1)
+            "losses": losses.cpu(), "correct": correct.cpu(), "norms": mid.norms.cpu(),
+            "step_lrs": list(self.schedule.step_lrs), "elapsed": time.perf_counter() - self._epoch_t0})
 
     def _check_finite(self, losses: torch.Tensor, start_step: int, epoch_end: bool = True) -> None:
         if self.cfg.nan_policy == "skip_batch":
@@ -345,14 +364,15 @@ class Trainer:
                 return finished
         self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
-        progress = Progress(cfg.progress if self.dist.is_main else "none", cfg.epochs)
+        progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
         log.info("data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)", self.meta["name"],
                  *self.meta["sizes"].values(), self.task.kind, self.monitor, self.mode)
         stop_reason = "early_stopped" if self._resumed and self._early_stop_due() else "completed"
-        while stop_reason == "completed" and state.epoch < cfg.epochs and (cfg.max_steps < 0 or state.step < cfg.max_steps):
+        while (stop_reason == "completed" and state.epoch < self.max_epochs
+               and (cfg.max_steps < 0 or state.step < cfg.max_steps)):
             progress.start_epoch(state.epoch + 1)
             # time already spent in this epoch before a mid-epoch checkpoint counts too
             self._epoch_t0 = time.perf_counter() - (self._mid.elapsed if self._mid is not None else 0.0)
@@ -362,7 +382,7 @@ class Trainer:
                     raise self._interrupted()
                 train = self.train_epoch(progress)
                 dt = time.perf_counter() - self._epoch_t0
-                val = self.evaluate(*self.val)
+                val = self.evaluate(*self.val, calibrate=True)
                 self._check_val(val, train)
             except TrainingError as e:
                 progress.close()
@@ -371,12 +391,16 @@ class Trainer:
                 raise
             state.train_time += dt
             state.epoch += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.schedule.step_epoch(val[self.monitor])
-            improved = self._improved(val[self.monitor])
+            step_lrs = self.schedule.drain_step_lrs()  # per-step schedules: the lr of every step
+            lr = step_lrs[-1] if step_lrs else self.optimizer.param_groups[0]["lr"]  # the lr this epoch ended on
+            value = val[self.monitor]
+            self.schedule.step_epoch(value)
+            improved = self._improved(value, state.best_value)  # any improvement keeps the weights
             if improved:
-                state.best_value, state.best_epoch, state.bad_epochs = val[self.monitor], state.epoch, 0
+                state.best_value, state.best_epoch = value, state.epoch
                 self.best_weights = copy.deepcopy(self.model.state_dict())
+            if self._improved(value, state.stop_best, cfg.early_stopping.min_delta):
+                state.stop_best, state.bad_epochs = value, 0
             else:
                 state.bad_epochs += 1
             n_seen = min(steps_per_epoch * cfg.batch_size, len(self.data.y_train))
@@ -385,6 +409,7 @@ class Trainer:
             state.history.append(row)
             tb.scalars({k: v for k, v in row.items() if "/" in k}, state.epoch)
             tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
+            tb.series("lr/step", step_lrs, state.step - len(step_lrs) + 1)
             progress.end_epoch(self._epoch_line(row, improved))
             if cfg.checkpoint:
                 if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
@@ -394,8 +419,9 @@ class Trainer:
             self._write_metrics("running")
             if self._early_stop_due():
                 stop_reason = "early_stopped"
-                log.info("early stopping: val/%s has not improved for %d epochs (best %.4g at epoch %d)",
-                         self.monitor, state.bad_epochs, state.best_value, state.best_epoch)
+                log.info("early stopping: val/%s has not improved by more than %g for %d epochs "
+                         "(best %.4g at epoch %d)", self.monitor, cfg.early_stopping.min_delta, state.bad_epochs,
+                         state.best_value, state.best_epoch)
                 break
         progress.close()
         test = self._test()
@@ -411,7 +437,7 @@ class Trainer:
     def _already_finished(self) -> dict | None:
         """Resuming a run that had already finished: report its results instead of running again."""
         s, cfg = self.state, self.cfg
-        done = s.epoch >= cfg.epochs or (cfg.max_steps > 0 and s.step >= cfg.max_steps) or self._early_stop_due()
+        done = s.epoch >= self.max_epochs or (cfg.max_steps > 0 and s.step >= cfg.max_steps) or self._early_stop_due()
         path = self.out_dir / "metrics.json"
         if not done or self._mid is not None or not path.is_file():
             return None
@@ -429,7 +455,7 @@ class Trainer:
         keys = ["train/loss", "train/acc", "val/loss", f"val/{self.monitor}"]
         parts = [f"{k} {row[k]:.4f}" for k in dict.fromkeys(keys) if k in row]
         star = " *" if improved else ""
-        return (f"epoch {row['epoch']:>3}/{self.cfg.epochs}  " + "  ".join(parts)
+        return (f"epoch {row['epoch']:>3}/{self.max_epochs}  " + "  ".join(parts)
                 + f"  lr {row['lr']:.2e}  {row['time_s']:.2f}s{star}")
 
     def _test(self) -> dict[str, float]:
@@ -445,8 +471,7 @@ class Trainer:
         return out
 
     def metric_tags(self) -> list[str]:
-        names = {"classification": ["loss", "acc", "nll", "ece"], "regression": ["loss", "rmse", "mae", "r2"],
-                 "probabilistic": ["loss", "rmse", "mae", "r2", "nll", "coverage95"]}[self.task.kind]
+        names = self.task.metric_names
         return ([f"hparam/best_val_{self.monitor}"] + [f"hparam/test_{n}" for n in names] + ["hparam/train_time_s"])
 
     # --------------------------------------------------------------------------- outputs
@@ -504,7 +529,7 @@ class Trainer:
             "epoch": s.epoch,
             "step": s.step,
             "best": {"metric": f"val/{self.monitor}", "mode": self.mode, "value": s.best_value, "epoch": s.best_epoch},
-            "early_stopping": {"bad_epochs": s.bad_epochs},
+            "early_stopping": {"bad_epochs": s.bad_epochs, "best": s.stop_best},
             "history": s.history,
             "train_time_s": s.train_time,
             "config": self.run.raw,
@@ -536,6 +561,7 @@ class Trainer:
             s.train_time = ckpt["train_time_s"]
             s.best_value, s.best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
             s.bad_epochs = ckpt["early_stopping"]["bad_epochs"]
+            s.stop_best = ckpt["early_stopping"].get("best", s.best_value)
             rng = ckpt["rng"]
             torch.set_rng_state(rng["torch"])
             self.train_batches.generator.set_state(rng["data_order"])
@@ -552,11 +578,12 @@ class Trainer:
                 d = self.device
                 losses, correct = self.dist.resume_totals(mid["losses"].to(d), mid["correct"].to(d))
                 self._mid = MidEpoch(mid["order"], mid["batch"], mid["n_steps"], mid["start_step"],
-                                     losses, correct, mid["pre_clip_norm"].to(d), mid["elapsed"])
+                                     losses, correct, mid["norms"].to(d), list(mid["step_lrs"]), mid["elapsed"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
+        checkpoint.remove_stale_temps(self.out_dir)  # a SIGKILL during a write leaves one behind
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
         log.info("resumed from %s at epoch %d, step %d%s", where, s.epoch, s.step, ", mid-epoch" if mid else "")

@@ -7,8 +7,31 @@ from mlptrain.data.bundle import DataBundle, DataError
 __all__ = ["DataBundle", "DataError", "load_dataset"]
 
 
+# The last dataset loaded, keyed by its config: the jobs of an in-process multirun share one copy.
+# Only one is held, so a sweep over datasets does not accumulate them.
+_cache: dict[str, DataBundle] = {}
+
+
 def load_dataset(cfg) -> DataBundle:
-    """Build the dataset named by ``cfg.name`` (a typed config from :mod:`mlptrain.config`)."""
+    """The dataset named by ``cfg.name`` (a typed config from :mod:`mlptrain.config`), loaded once per
+    process for a given config."""
+    key = _cache_key(cfg)
+    if key not in _cache:
+        _cache.clear()  # free the previous dataset before loading the next
+        _cache[key] = _load(cfg)
+    return _cache[key]
+
+
+def _cache_key(cfg) -> str:
+    import os
+
+    # A table edited between jobs must be read again: its files' size and mtime are part of the key.
+    stats = [(p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (getattr(cfg, "path", None),
+             getattr(cfg, "test_path", None)) if p and os.path.isfile(p)]
+    return repr((cfg, stats))
+
+
+def _load(cfg) -> DataBundle:
     from mlptrain import config as C
 
     if cfg.name in C.SYNTHETIC_CLASSIFICATION + C.SYNTHETIC_REGRESSION:

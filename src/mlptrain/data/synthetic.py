@@ -86,7 +86,7 @@ def generate(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def n_classes(cfg) -> int:
-    return cfg.n_classes if cfg.name in ("spirals", "blobs") else 2
+    return cfg.classes
 
 
 def load_synthetic(cfg) -> DataBundle:
