@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 
@@ -26,6 +27,10 @@ CONFIG_PACKAGE = "mlptrain.configs"
 EXIT_BAD_INPUT, EXIT_FAILED = 2, 1
 
 _failed_jobs: list[str] = []
+
+
+class TrialFailed(RuntimeError):
+    """A job of an optimising sweep failed (its one-line reason is the message)."""
 
 
 # ----------------------------------------------------------------------------- output dirs
@@ -66,7 +71,7 @@ def config_groups() -> dict[str, list[str]]:
     root = resources.files(CONFIG_PACKAGE)
     groups = {}
     for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra":  # hydra/: Hydra's own groups
+        if d.is_dir() and not d.name.startswith(("_", ".")) and d.name != "hydra":  # hydra/: launcher presets
             groups[d.name] = sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
     return groups
 
@@ -143,8 +148,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None) -> dict:
-    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``)."""
+def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None,
+        direction: str | None = None) -> dict:
+    """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``).
+    ``direction`` (minimize/maximize): the sweeper's, checked against the objective's mode."""
     from mlptrain.config import parse
 
     run_cfg = parse(cfg)
@@ -156,13 +163,39 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
     if distributed.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
+        check_direction(direction, cfg)  # the ranks' data is not loaded here: the config's mode
         return distributed.launch(run_cfg, out_dir, hp, overrides)
     try:
-        return Trainer(run_cfg, out_dir, hparams=hp, overrides=overrides).fit()
+        trainer = Trainer(run_cfg, out_dir, hparams=hp, overrides=overrides)
+        check_direction(direction, cfg, trainer.mode, trainer.monitor)  # where only the data could tell (csv)
+        return trainer.fit()
     except (MemoryError, RuntimeError) as e:
         from mlptrain.trainer import out_of_memory
 
         raise out_of_memory(e) or e
+
+
+def launcher_threads(launcher, cpus: int | None = None) -> int:
+    """Torch threads per job for parallel launchers, so N jobs share the cores instead of each
+    taking all of them: joblib -> cores // n_jobs, submitit -> cpus_per_task; 0 = leave torch's default."""
+    cpus = cpus or os.cpu_count() or 1
+    if launcher is None:
+        return 0
+    if launcher.get("cpus_per_task"):
+        return int(launcher.cpus_per_task)
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and n_jobs != 1:
+        n = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)  # joblib: -1 = every core
+        return max(1, cpus // n)
+    return 0
+
+
+def _sweep_direction(sweeper) -> str | None:
+    """The sweeper's single optimisation direction (Optuna: Direction enum or string), if it has one."""
+    d = sweeper.get("direction") if sweeper is not None else None
+    if d is None or not isinstance(d, (str, Enum)):
+        return None
+    return str(getattr(d, "name", d)).rsplit(".", 1)[-1]
 
 
 def _user_errors():
@@ -187,10 +220,16 @@ def _hydra_main(cfg: DictConfig) -> float:
     distributed.quiet_logging()  # under torchrun, ranks > 0 log warnings to the console only
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    direction = None
+    if multirun:
+        threads = launcher_threads(hc.launcher)
+        if threads and cfg.trainer.num_threads == 0:
+            cfg.trainer.num_threads = threads
+        direction = _sweep_direction(hc.sweeper)
     try:
         bad_input, training_error = _user_errors()
         try:
-            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task))
+            result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
         except bad_input as e:
             code, msg = EXIT_BAD_INPUT, str(e)
         except training_error as e:
@@ -208,6 +247,10 @@ def _hydra_main(cfg: DictConfig) -> float:
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
+        if direction is not None and code != 130:
+            # An optimising sweeper (Optuna) cannot take nan; a raised error marks the trial failed
+            # and, with hydra.sweeper.max_failure_rate, lets the study go on.
+            raise TrialFailed(msg)
         return float("nan")
     print(f"mlptrain: error: {msg}", file=sys.stderr)
     sys.exit(code)
@@ -254,16 +297,61 @@ def precompose(argv: list[str]) -> None:
             else:
                 first.append(o.input_line)
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=first)
+            cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
     except Exception as e:  # Hydra's own errors: keep their words, on one line
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()).split(" full_key:")[0]
-        if "hydra/launcher/submitit_" in text:  # hydra/launcher=slurm without its plugin
-            text = text.split(" Config search path")[0] + " (install it: pip install 'mlptrain[slurm]')"
-        raise ConfigError(text) from None
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise ConfigError(text.split(" full_key:")[0] + _plugin_hint(text)) from None
     check_output_dirs(parsed)
+    from omegaconf import open_dict
+
     from mlptrain.config import parse
 
+    with open_dict(cfg):
+        sweeper = cfg.pop("hydra").get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+    check_direction(_sweep_direction(sweeper), cfg)
+
+
+PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}
+
+
+def _plugin_hint(text: str) -> str:
+    """Name the extra to install when a sweeper/launcher config cannot be found."""
+    if "Could not find" in text or "Could not load" in text:
+        for needle, extra in PLUGINS.items():
+            if f"hydra/sweeper/{needle}" in text or f"hydra/launcher/{needle}" in text:
+                return f" (install the plugin: pip install 'mlptrain[{extra}]')"
+    return ""
+
+
+MAXIMISED = ("acc", "r2")  # as losses.MAXIMISE (kept torch-free here; a test checks they agree)
+DIRECTIONS = {"min": "minimize", "max": "maximize"}
+
+
+def objective_mode(cfg: DictConfig) -> str | None:
+    """min/max of the objective as far as the config alone decides it (None: only the data can tell)."""
+    from mlptrain import config as C
+
+    t = cfg.trainer
+    if t.mode != "auto":
+        return t.mode
+    monitor = str(t.monitor).removeprefix("val/")
+    if monitor == "auto":  # the task's default: accuracy for classification, an error for regression
+        name = cfg.dataset.get("name")
+        if name in C.SYNTHETIC_CLASSIFICATION + C.VISION:
+            return "max"
+        return "min" if name in C.SYNTHETIC_REGRESSION else None
+    return "max" if monitor in MAXIMISED else "min"
+
+
+def check_direction(direction: str | None, cfg: DictConfig, mode: str | None = None, monitor: str = "") -> None:
+    """An optimising sweeper's direction must agree with the mode of the objective the jobs return."""
+    mode = mode or objective_mode(cfg)
+    if direction is None or mode is None or direction == DIRECTIONS[mode]:
+        return
+    what = f"val/{monitor}" if monitor else f"trainer.monitor={cfg.trainer.monitor}"
+    raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective {what} (mode {mode}); "
+                      f"valid: {DIRECTIONS[mode]} (or change trainer.monitor / trainer.mode)")
 
 
 def main() -> None:
@@ -289,8 +377,11 @@ def main() -> None:
         _hydra_main()
     finally:
         distributed.shutdown()
-    if _failed_jobs:
-        print(f"mlptrain: error: {len(_failed_jobs)} job(s) failed: " + "; ".join(_failed_jobs), file=sys.stderr)
+    from mlptrain import sweep  # failures of jobs that ran in other processes (joblib, submitit)
+
+    failed = _failed_jobs + [f for f in sweep.failed_jobs if f not in _failed_jobs]
+    if failed:
+        print(f"mlptrain: error: {len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
         sys.exit(EXIT_FAILED)
 
 

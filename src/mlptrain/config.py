@@ -310,8 +310,10 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0
     resume: Optional[str] = None
     nan_policy: str = "stop"  # stop | skip_batch
-    histogram_every_n_epochs: int = 0  # 0 = off
-    image_every_n_epochs: int = 0  # 0 = off; decision boundary / confusion matrix images
+    # TensorBoard pictures / histograms: N = every N epochs and after the last; 0 = after the last
+    # (histograms: also before the first); -1 = off.  See mlptrain.diagnostics.
+    histogram_every_n_epochs: int = 0
+    image_every_n_epochs: int = 0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
@@ -333,8 +335,9 @@ class TrainerConfig:
         _choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
         _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
         _choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
-        _check(self.histogram_every_n_epochs >= 0, "trainer.histogram_every_n_epochs", "must be >= 0")
-        _check(self.image_every_n_epochs >= 0, "trainer.image_every_n_epochs", "must be >= 0")
+        for key in ("histogram_every_n_epochs", "image_every_n_epochs"):
+            v = getattr(self, key)
+            _check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")
 
 
 # ----------------------------------------------------------------------------- run

@@ -338,10 +338,10 @@ def _worker(raw: dict, out_dir: str, hparams: dict, overrides: list[str], log_sp
     _apply_log_spec(log_spec, main=rank == 0)
     try:
         run = parse(OmegaConf.create(raw))
-        import torch
-
-        if not run.trainer.num_threads:  # share the cores instead of each rank taking all of them
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // run.trainer.devices))
+        # The job's threads (trainer.num_threads, else its cores) are shared by its ranks, not each
+        # rank's: the Trainer then sets this per-rank count.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        run.trainer.num_threads = max(1, (run.trainer.num_threads or cores) // run.trainer.devices)
         from mlptrain.trainer import Trainer, out_of_memory
 
         try:

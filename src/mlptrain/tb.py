@@ -31,8 +31,40 @@ class TensorBoard:
         for i, v in enumerate(values):
             self.writer.add_scalar(tag, v, first_step + i)
 
-    def text(self, tag: str, body: str) -> None:
-        self.writer.add_text(tag, body)
+    def text(self, tag: str, body: str, step: int | None = None) -> None:
+        self.writer.add_text(tag, body, step)
+
+    def image(self, tag: str, img, step: int) -> None:
+        """A ``(3, H, W)`` float image in [0, 1], as PNG.  ``add_image`` compresses at zlib level 6;
+        level 1 is ~3x faster for ~30% more bytes, and these pictures are written during training."""
+        import io
+
+        import torch
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        arr = (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+        png = Summary.Image(height=arr.shape[0], width=arr.shape[1], colorspace=3, encoded_image_string=buf.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
+
+    def histogram(self, tag: str, values, step: int, bins: int = 64) -> None:
+        """Histogram of a tensor's finite values, binned by torch (``add_histogram`` goes through
+        numpy and float64 BLAS, ~30x slower); equal bins, TensorBoard resamples them anyway."""
+        import torch
+
+        v = values.detach().flatten().float()
+        v = v[torch.isfinite(v)]
+        if not v.numel():
+            return
+        lo, hi = v.min(), v.max()
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts = torch.histc(v, bins, float(lo), float(hi))
+        edges = torch.linspace(float(lo), float(hi), bins + 1)[1:]
+        mn, mx, total, squares = torch.stack([v.min(), v.max(), v.sum(), v.pow(2).sum()]).tolist()
+        self.writer.add_histogram_raw(tag, mn, mx, v.numel(), total, squares, edges.tolist(), counts.tolist(), step)
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
         """Register hyperparameters and the metric columns at the start of the run."""

@@ -10,7 +10,9 @@ import copy
 import json
 import logging
 import math
+import os
 import random
+import socket
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -364,6 +366,7 @@ class Trainer:
                 return finished
         self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
+        diagnostics = self._diagnostics(tb) if self.dist.is_main else None  # rank 0 draws and writes
         progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
@@ -411,6 +414,8 @@ class Trainer:
             tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
             tb.series("lr/step", step_lrs, state.step - len(step_lrs) + 1)
             progress.end_epoch(self._epoch_line(row, improved))
+            if diagnostics:
+                diagnostics.epoch_end(state.epoch)
             if cfg.checkpoint:
                 if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
                     self._save("best.pt")
@@ -424,7 +429,11 @@ class Trainer:
                          state.best_value, state.best_epoch)
                 break
         progress.close()
+        if diagnostics:
+            diagnostics.epoch_end(state.epoch, last=True)
         test = self._test()
+        if diagnostics:
+            diagnostics.test_end(state.epoch)
         tb.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
         tb.close()
         result = self._write_metrics(stop_reason, test)  # last: a "completed" metrics.json means all is written
@@ -488,6 +497,15 @@ class Trainer:
             tb.hparams_start(self.hparams, self.metric_tags())
         return tb
 
+    def _diagnostics(self, tb):
+        """Pictures and histograms at epoch ends (None when both are off); epoch 0 = the initial weights."""
+        from mlptrain.diagnostics import Diagnostics
+
+        diagnostics = Diagnostics.for_trainer(self, tb)
+        if diagnostics and self.state.epoch == 0:
+            diagnostics.epoch_end(0)
+        return diagnostics
+
     def _write_metrics(self, status: str, test: dict | None = None) -> dict:
         s = self.state
         best = next((r for r in s.history if r["epoch"] == s.best_epoch), {})
@@ -504,6 +522,9 @@ class Trainer:
             "steps": s.step,
             "train_time_s": s.train_time,
             "parameters": count_parameters(self.model),
+            # Where and how the job ran (sweeps: which node / worker process, threads per job).
+            "runtime": {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                        "device": str(self.device)},
             "history": s.history,
         }
         if self.dist.is_main:

@@ -1,0 +1,188 @@
+"""What TensorBoard shows beyond scalars: pictures of the model's predictions and a look inside it.
+
+Called by the trainer at epoch end, never inside the step loop:
+
+* pictures (``trainer.image_every_n_epochs``): the decision boundary of 2-D classification
+  sets, the 1-D regression fit (with the +-2 sigma band of ``Task.mean_and_std``), the
+  validation confusion matrix and, for image sets, the most confident validation mistakes;
+  after training, the same two for the test split on the best weights (``test/*``);
+* inside the network (``trainer.histogram_every_n_epochs``): per-layer weight and gradient
+  histograms, per-layer gradient norms, activation histograms and the fraction of dead ReLU
+  units.  Gradients and activations come from one extra forward/backward pass, in eval mode,
+  over a fixed sample of the training split; ``torch.autograd.grad`` leaves the optimizer's
+  ``.grad`` alone and eval mode draws no random numbers, so the run's numbers are the same
+  with or without this.
+
+Frequencies: ``N > 0`` every N epochs and after the last; ``0`` (the default, about one
+epoch's cost per run) only after the last epoch (histograms: also before the first); ``-1`` never.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+from mlptrain import images
+from mlptrain.models import ACTIVATIONS
+
+log = logging.getLogger("mlptrain")
+
+SAMPLE_ROWS = 1024  # rows of the training split used for gradients and activations
+
+
+def layer_names(model: nn.Module) -> dict[nn.Module, str]:
+    """Readable names for the MLP's modules: ``layer1`` ... ``output`` (norms: ``layer1_norm``)."""
+    body = getattr(model, "body", model)
+    seq = getattr(body, "layers", body)
+    linears = [m for m in seq if isinstance(m, nn.Linear)]
+    names, k = {}, 0
+    for m in seq:
+        if isinstance(m, nn.Linear):
+            k += 1
+            names[m] = "output" if m is linears[-1] else f"layer{k}"
+        elif isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)):
+            names[m] = f"layer{k}_norm"
+        elif isinstance(m, tuple(ACTIVATIONS.values())):
+            names[m] = f"layer{k}"
+    return names
+
+
+def _due(every: int, epoch: int, boundary: bool) -> bool:
+    """``every`` > 0: each multiple of it and the boundaries; 0: the boundaries only; < 0: never."""
+    return every >= 0 and (boundary or (every > 0 and epoch % every == 0))
+
+
+class Diagnostics:
+    def __init__(self, trainer, tb):
+        self.t, self.tb = trainer, tb
+        cfg = trainer.cfg
+        self.image_every, self.hist_every = cfg.image_every_n_epochs, cfg.histogram_every_n_epochs
+        meta = trainer.meta
+        self.classification = trainer.task.task == "classification"
+        self.in_features = meta["in_features"]
+        self.images_of_inputs = self.classification and images.is_image_shape(meta["input_shape"])
+        # The bare network (a DistributedDataParallel wrapper would sync gradients on our backward).
+        self.model = getattr(trainer.model, "module", trainer.model)
+        self.names = layer_names(self.model)
+        n = min(SAMPLE_ROWS, len(trainer.data.x_train))
+        self.sample = (trainer.data.x_train[:n].to(trainer.device), trainer.data.y_train[:n].to(trainer.device))
+        self.done: set[tuple[str, int]] = set()
+        self.seconds = 0.0  # time spent here, reported at the end
+
+    @classmethod
+    def for_trainer(cls, trainer, tb):
+        cfg = trainer.cfg
+        return cls(trainer, tb) if cfg.image_every_n_epochs >= 0 or cfg.histogram_every_n_epochs >= 0 else None
+
+    # --------------------------------------------------------------------------- hooks
+    def epoch_end(self, epoch: int, last: bool = False) -> None:
+        """Called before training (``epoch`` 0), after each epoch, and once more after the last."""
+        t0 = time.perf_counter()
+        if _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done:
+            self.done.add(("hist", epoch))
+            self.inside(epoch)
+        if epoch > 0 and _due(self.image_every, epoch, last) and ("img", epoch) not in self.done:
+            self.done.add(("img", epoch))
+            self.pictures(epoch)
+        self.seconds += time.perf_counter() - t0
+
+    def test_end(self, step: int) -> None:
+        """After testing (the model holds the best weights): the test split's pictures."""
+        if self.image_every >= 0 and self.classification:
+            t0 = time.perf_counter()
+            self.classifier_pictures("test", self.t.data.x_test, self.t.data.y_test, step)
+            self.seconds += time.perf_counter() - t0
+        log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, self.t.state.train_time)
+
+    # --------------------------------------------------------------------------- model calls
+    @torch.inference_mode()
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        model, bs = self.model, self.t.cfg.eval_batch_size
+        was_training = model.training
+        model.eval()
+        dev = self.t.device
+        out = torch.cat([model(x[i:i + bs].to(dev)).float() for i in range(0, len(x), bs)])
+        model.train(was_training)
+        return out
+
+    # --------------------------------------------------------------------------- pictures
+    def pictures(self, step: int) -> None:
+        task, data = self.t.task, self.t.data
+        if self.classification and self.in_features == 2:
+            k = len(data.class_names)
+            img = images.decision_boundary(lambda p: task.probabilities(self.outputs(p)).cpu(),
+                                           data.x_train, data.y_train, k)
+            self.tb.image("images/decision_boundary", img, step)
+        if not self.classification and self.in_features == 1:
+            img = images.regression_fit(lambda p: task.mean_and_std(self.outputs(p)), data.x_train, data.y_train)
+            self.tb.image("images/regression_fit", img, step)
+        if self.classification:
+            self.classifier_pictures("val", data.x_val, data.y_val, step)
+
+    def classifier_pictures(self, split: str, x: torch.Tensor, y: torch.Tensor, step: int) -> None:
+        p = self.t.task.probabilities(self.outputs(x)).cpu()
+        conf, pred = p.max(1)
+        y = y.cpu()
+        k = p.shape[1]
+        cm = images.confusion_matrix(y, pred, k)
+        self.tb.image(f"{split}/confusion_matrix", images.confusion_image(cm), step)
+        if not self.images_of_inputs:
+            return
+        grid, rows = images.misclassified_grid(x, y, pred, conf, self.t.meta["input_shape"])
+        if grid is None:
+            return
+        self.tb.image(f"{split}/misclassified", grid, step)
+        names = self.t.data.class_names or [str(i) for i in range(k)]
+        lines = ["tile | index | true | predicted | confidence", "---|---|---|---|---"]
+        lines += [f"{n} | {i} | {names[a]} | {names[b]} | {c:.3f}" for n, (i, a, b, c) in enumerate(rows)]
+        self.tb.text(f"{split}/misclassified", "\n".join(lines), step)
+
+    # --------------------------------------------------------------------------- inside the network
+    def inside(self, step: int) -> None:
+        model, task = self.model, self.t.task
+        acts: dict[str, torch.Tensor] = {}
+
+        def keep(name):
+            def hook(_module, _inputs, output):
+                acts[name] = output.detach()
+            return hook
+
+        handles = [m.register_forward_hook(keep(n)) for m, n in self.names.items()
+                   if isinstance(m, tuple(ACTIVATIONS.values()))]
+        was_training = model.training
+        model.eval()
+        try:
+            x, y = self.sample
+            loss = task.loss(model(x).float(), y)
+            params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        by_module = {id(p): self.names.get(m) for m in self.names for p in m.parameters(recurse=False)}
+        norms: dict[str, torch.Tensor] = {}
+        for (pname, p), g in zip(params, grads):
+            layer = by_module.get(id(p))
+            if layer is None:
+                continue
+            tag = f"{layer}.{pname.rsplit('.', 1)[-1]}"
+            self.tb.histogram(f"weights/{tag}", p, step)
+            if g is not None:
+                self.tb.histogram(f"gradients/{tag}", g, step)
+                norms[layer] = norms.get(layer, 0) + g.float().pow(2).sum()
+        scalars = {f"grad_norm/{k}": v.sqrt() for k, v in norms.items()}
+        if norms:
+            scalars["grad_norm/total"] = torch.stack(list(norms.values())).sum().sqrt()
+        relu = self.t.run.model.activation == "relu"
+        for name, a in acts.items():
+            self.tb.histogram(f"activations/{name}", a, step)
+            if relu:  # a unit is dead when no input of the sample switches it on
+                scalars[f"dead_relu/{name}"] = (a.reshape(len(a), -1) <= 0).all(0).float().mean()
+        if scalars:
+            values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one transfer
+            self.tb.scalars(dict(zip(scalars, values)), step)
+

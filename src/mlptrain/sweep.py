@@ -1,0 +1,333 @@
+"""Sweep summaries: one table of every job of a multirun, rebuilt from what the jobs left on disk.
+
+Each job folder holds ``.hydra/overrides.yaml`` (what makes it differ) and ``metrics.json``
+(written by the trainer every epoch, and by the CLI with ``status``/``error`` when a job
+fails).  :func:`write_summary` reads them all and writes ``summary.csv`` (every metric) and
+``summary.md`` (the readable subset) into the sweep folder:
+
+* one row per job, best objective first (per ``trainer.mode``), failed and unfinished jobs last
+  with their error;
+* jobs that differ only in ``seed`` grouped as mean +- std (sample std over completed jobs).
+
+:class:`SweepSummary` is a Hydra callback (``hydra.callbacks.summary`` in config.yaml): it
+rewrites the summary after every job (so a sweep that crashes or is killed still has one, and
+Hydra's BasicSweeper raising after a failed batch does not lose it) and once more at the end.
+``mlptrain-summary DIR`` does the same for any sweep folder, finished or not.
+
+Nothing here imports torch: the summary command answers in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger("mlptrain")
+
+SEED_KEY = "seed"
+DONE = ("completed", "early_stopped")
+# Failures of the last multirun in this process, as "job: error" (read by cli.main for its exit code).
+failed_jobs: list[str] = []
+
+
+# ----------------------------------------------------------------------------- reading jobs
+def find_jobs(sweep_dir: Path) -> list[Path]:
+    """Every job folder under ``sweep_dir`` (one holding ``.hydra/overrides.yaml``), in job order."""
+    jobs = [p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")]
+    return sorted(jobs, key=lambda p: (_job_num(p), str(p)))
+
+
+def _job_num(job: Path) -> int:
+    head = job.name.split("_", 1)[0]
+    return int(head) if head.isdigit() else 1 << 30
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def read_job(job: Path) -> dict:
+    """A job's overrides and metrics; a job without a final status is reported as incomplete."""
+    import yaml
+
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    try:
+        metrics = json.loads((job / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    status = metrics.get("status") or "incomplete"
+    if status == "running":  # no final status: still running, or killed
+        status = "incomplete"
+    num = _job_num(job)
+    return {"job": job.name, "num": num if num < 1 << 30 else job.name, "path": job, "overrides": [str(o) for o in overrides],
+            "params": dict(_split(str(o)) for o in overrides), "status": status,
+            "error": metrics.get("error", ""), "metrics": metrics}
+
+
+def flat_metrics(m: dict) -> dict[str, float]:
+    """The numbers of one metrics.json, as ``best val/x``, ``final train/x``, ``test/x`` ... columns."""
+    out: dict[str, float] = {}
+    if m.get("monitor"):
+        out[f"{m['monitor']} (best)"] = m.get("objective")
+    out["best_epoch"] = m.get("best_epoch")
+    out["epochs"] = m.get("epochs")
+    out.update({f"best {k}": v for k, v in (m.get("best") or {}).items()})
+    out.update({f"final {k}": v for k, v in (m.get("final") or {}).items() if "/" in k})
+    out.update({f"test/{k}": v for k, v in (m.get("test") or {}).items()})
+    out["train_time_s"] = m.get("train_time_s")
+    return out
+
+
+# ----------------------------------------------------------------------------- the summary
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _rank_key(objective_mode: tuple[str, str]):
+    _, mode = objective_mode
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(row):
+        v = _number(row["metrics"].get("objective")) if row["status"] in DONE else None
+        return (v is None, sign * v if v is not None else 0.0, _job_num(row["path"]), row["job"])
+
+    return key
+
+
+def summarize(sweep_dir: Path) -> dict:
+    """Everything the two summary files show: rows, varying keys, seed groups."""
+    rows = [read_job(j) for j in find_jobs(sweep_dir)]
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r["params"] if k not in keys]
+    varying = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
+    common = [f"{k}={rows[0]['params'][k]}" for k in keys if k not in varying and rows]
+    monitors = [(r["metrics"].get("monitor"), r["metrics"].get("mode")) for r in rows if r["metrics"].get("monitor")]
+    objective = max(set(monitors), key=monitors.count) if monitors else (None, "min")
+    rows.sort(key=_rank_key(objective))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+        r["columns"] = flat_metrics(r["metrics"]) if r["metrics"] else {}
+    return {"dir": Path(sweep_dir), "rows": rows, "varying": varying, "common": common, "objective": objective,
+            "groups": seed_groups(rows, varying, objective)}
+
+
+def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]) -> list[dict]:
+    """Jobs equal in everything but the seed, with mean and std of every metric of their completed runs.
+    Empty unless some setting was run with more than one seed."""
+    if SEED_KEY not in varying:
+        return []
+    setting_keys = [k for k in varying if k != SEED_KEY]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r["params"].get(k) for k in setting_keys), []).append(r)
+    out = []
+    for setting, members in groups.items():
+        done = [r for r in members if r["status"] in DONE]
+        names = [k for k in (done[0]["columns"] if done else {}) if k not in ("best_epoch", "epochs")]
+        stats = {}
+        for name in names:
+            values = [v for r in done if (v := _number(r["columns"].get(name))) is not None]
+            if values:
+                stats[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+        out.append({"setting": dict(zip(setting_keys, setting)), "jobs": [r["job"] for r in members],
+                    "seeds": [r["params"].get(SEED_KEY) for r in members], "n": len(members),
+                    "completed": len(done), "stats": stats})
+    metric = f"{objective[0]} (best)"
+    sign = -1.0 if objective[1] == "max" else 1.0
+    out.sort(key=lambda g: (metric not in g["stats"], sign * g["stats"][metric][0] if metric in g["stats"] else 0.0))
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _value(v: str) -> str:
+    """An override value, shortened when it is a long float (Optuna's samples)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return v
+    return f"{f:.4g}" if len(v) > 8 and not v.lstrip("-").isdigit() else v
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_csv(s: dict) -> str:
+    metric_cols: list[str] = []
+    for r in s["rows"]:
+        metric_cols += [c for c in r["columns"] if c not in metric_cols]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "job", *s["varying"], "status", *metric_cols, "error", "overrides", "dir"])
+    for r in s["rows"]:
+        w.writerow([r["rank"], r["num"], *(r["params"].get(k, "") for k in s["varying"]), r["status"],
+                    *("" if (v := r["columns"].get(c)) is None else v for c in metric_cols), r["error"],
+                    " ".join(r["overrides"]), r["job"]])
+    return buf.getvalue()
+
+
+def to_markdown(s: dict) -> str:
+    rows, varying = s["rows"], s["varying"]
+    monitor, mode = s["objective"]
+    counts = {st: sum(r["status"] == st for r in rows) for st in dict.fromkeys(r["status"] for r in rows)}
+    lines = [f"# Sweep summary: {_shown(s['dir'])}", "",
+             f"{len(rows)} job(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()) + ".  "
+             + (f"Objective: {monitor} ({mode}), best first." if monitor else "No job has reported metrics yet.")]
+    if s["common"]:
+        lines.append(f"Common to every job: `{' '.join(s['common'])}`.")
+    test_cols: list[str] = []
+    for r in rows:
+        test_cols += [c for c in r["columns"] if c.startswith("test/") and c not in test_cols]
+    obj_col = f"{monitor} (best)"
+    head = ["rank", "job", *varying, "status", obj_col, "best epoch", "epochs", *test_cols, "train s", "error"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        c = r["columns"]
+        cells = [r["rank"], r["num"], *(_value(r["params"].get(k, "")) for k in varying), r["status"], c.get(obj_col),
+                 c.get("best_epoch"), c.get("epochs"), *(c.get(t) for t in test_cols), c.get("train_time_s"),
+                 r["error"]]
+        lines.append("| " + " | ".join(_cell(_fmt(v)) for v in cells) + " |")
+    if s["groups"]:
+        keys = [k for k in varying if k != SEED_KEY]
+        stat_cols = [obj_col, *test_cols, "train_time_s"]
+        head = [*keys, "seeds", "completed", *(f"{c} mean ± std" for c in stat_cols)]
+        lines += ["", "## Mean ± std over seeds", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for g in s["groups"]:
+            stats = [g["stats"].get(c) for c in stat_cols]
+            cells = [*(g["setting"].get(k, "") for k in keys), ",".join(map(str, g["seeds"])),
+                     f"{g['completed']}/{g['n']}",
+                     *("" if st is None else f"{_fmt(st[0])} ± {_fmt(st[1]) if st[1] is not None else '-'}"
+                       for st in stats)]
+            lines.append("| " + " | ".join(_cell(str(v)) for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename: parallel jobs may rewrite the summary at the same moment."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_summary(sweep_dir: Path, s: dict | None = None) -> dict:
+    """(Re)write ``summary.csv`` and ``summary.md`` in ``sweep_dir``; returns the summary."""
+    s = s or summarize(Path(sweep_dir))
+    _write_text(Path(sweep_dir) / "summary.csv", to_csv(s))
+    _write_text(Path(sweep_dir) / "summary.md", to_markdown(s))
+    return s
+
+
+def failures(s: dict) -> list[str]:
+    return [f"{r['num']}: {r['error'] or r['status']}" for r in sorted(s["rows"], key=lambda r: _job_num(r["path"]))
+            if r["status"] not in DONE]
+
+
+# ----------------------------------------------------------------------------- Hydra callback
+class SweepSummary(Callback):
+    """Keeps ``summary.csv``/``summary.md`` of a multirun up to date (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.earlier: set[str] = set()  # job folders already in a reused sweep folder
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        failed_jobs.clear()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.earlier = {str(j) for j in find_jobs(sweep_dir)} if sweep_dir.is_dir() else set()
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED:  # an unexpected exception: leave it beside the run
+            from mlptrain.cli import _record_failure
+
+            err = job_return._return_value
+            _record_failure(job_dir, f"{type(err).__name__}: {err}".splitlines()[0])
+        self._write(_sweep_dir_of(config, job_dir))
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        s = self._write(Path(config.hydra.sweep.dir))
+        if s is not None:  # this sweep's failures, for the exit code
+            failed_jobs[:] = failures({"rows": [r for r in s["rows"] if str(r["path"]) not in self.earlier]})
+            log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
+
+    @staticmethod
+    def _write(sweep_dir: Path) -> dict | None:
+        try:
+            return write_summary(sweep_dir)
+        except Exception as e:  # a summary problem must never fail the sweep
+            log.warning("sweep summary not written: %s", e)
+            return None
+
+
+def _sweep_dir_of(config, job_dir: Path) -> Path:
+    """The sweep folder of a job: its folder minus ``hydra.sweep.subdir``.  (Resolving
+    ``hydra.sweep.dir`` itself in a launcher's worker could run its resolvers again.)"""
+    try:
+        subdir, text = str(config.hydra.sweep.subdir), str(job_dir)
+        if subdir and text.endswith(subdir) and len(text) > len(subdir):
+            return Path(text[:-len(subdir)])
+    except Exception:
+        pass
+    return job_dir.parent
+
+
+def _shown(path: Path) -> str:
+    """A folder as the user would type it: relative to the working directory when inside it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+# ----------------------------------------------------------------------------- mlptrain-summary
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="mlptrain-summary",
+                                 description="Write summary.csv and summary.md for a sweep folder "
+                                             "(finished, failed or interrupted) and print the table.")
+    ap.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/2024-01-01/12-00-00")
+    args = ap.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"mlptrain-summary: error: {args.sweep_dir}: no such folder", file=sys.stderr)
+        sys.exit(2)
+    s = summarize(args.sweep_dir)
+    if not s["rows"]:
+        print(f"mlptrain-summary: error: {args.sweep_dir}: no job folders (with .hydra/overrides.yaml) under it",
+              file=sys.stderr)
+        sys.exit(2)
+    write_summary(args.sweep_dir, s)
+    print(to_markdown(s), end="")
+
+
+if __name__ == "__main__":
+    main()

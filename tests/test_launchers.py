@@ -1,0 +1,79 @@
+"""Hydra's own sweeper/launcher plugins with our presets: joblib (parallel local jobs), submitit
+(local executor), Optuna.  Each is an optional extra (in .[dev]); a test skips when its plugin
+is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import yaml
+from conftest import TINY, mlptrain
+
+
+def job_metrics(sweep_dir):
+    return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
+
+
+def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    d = tmp_path / "sweep"
+    # Three jobs, two at a time; the third fails (bce needs two classes, spirals has three).
+    r = mlptrain("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={d}", *TINY,
+                 "loss=bce", "dataset=moons,circles,spirals", cwd=tmp_path)
+    # The failure happened in a worker process; the main process still reports it and exits 1.
+    assert r.returncode == 1
+    assert "mlptrain: error: 1 job(s) failed: 2: loss=bce does not fit dataset=spirals" in r.stderr
+    jobs = [m for m in job_metrics(d) if m["status"] == "completed"]
+    assert len(jobs) == 2
+    pids = {m["runtime"]["pid"] for m in jobs}
+    assert len(pids) == 2 and os.getpid() not in pids  # two worker processes
+    # Each job gets cores // n_jobs torch threads: one each on a 2-core machine.
+    expected = max(1, (os.cpu_count() or 1) // 2)
+    assert [m["runtime"]["torch_threads"] for m in jobs] == [expected, expected]
+    md = (d / "summary.md").read_text()
+    assert "3 job(s): 2 completed, 1 failed" in md
+
+
+def test_submitit_local_sweep_completes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    d = tmp_path / "sweep"
+    r = mlptrain("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                 "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={d}", "seed=0,1", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = job_metrics(d)
+    assert [m["status"] for m in jobs] == ["completed", "completed"]
+    assert [m["runtime"]["torch_threads"] for m in jobs] == [1, 1]  # from cpus_per_task
+    assert (d / ".submitit").is_dir() and (d / "summary.csv").is_file()
+
+
+def test_optuna_search_optimises_the_returned_objective(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    d = tmp_path / "sweep"
+    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY,
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    jobs = job_metrics(d)
+    assert len(jobs) == 3 and all(m["status"] == "completed" and m["monitor"] == "val/loss" for m in jobs)
+    result = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(min(m["objective"] for m in jobs))
+    assert set(result["best_params"]) == {"optim.lr", "optim.weight_decay", "model.activation", "model.dropout",
+                                          "trainer.batch_size"}
+    md = (d / "summary.md").read_text()
+    assert "3 job(s): 3 completed" in md and "Objective: val/loss (min)" in md
+
+
+def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.direction=maximize", *TINY, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("mlptrain: error: hydra.sweeper.direction: maximize does not match the objective "
+                               "trainer.monitor=loss (mode min); valid: minimize")
+    assert not (tmp_path / "outputs").exists()  # refused before any trial
+
+
+def test_the_torch_free_direction_table_agrees_with_the_losses():
+    from mlptrain import cli, losses
+
+    assert set(cli.MAXIMISED) == set(losses.MAXIMISE)

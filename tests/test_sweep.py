@@ -1,0 +1,146 @@
+"""Sweep summaries: summary.csv / summary.md written by the Hydra callback during a real multirun,
+and rebuilt by ``mlptrain-summary`` for any sweep folder, including an interrupted one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+
+import pytest
+from conftest import TINY, mlptrain
+
+from mlptrain import sweep
+
+
+def summary_command(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mlptrain.sweep", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def read_csv(sweep_dir):
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    """A real sweep folder: one job that fails (a monitor the classification task does not have,
+    found when the job builds its task), then 2 widths x 2 seeds."""
+    root = tmp_path_factory.mktemp("sweep")
+    d = root / "multirun"
+    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "trainer.monitor=rmse", cwd=root)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("mlptrain: error: 1 job(s) failed: 0: trainer.monitor: 'rmse'")
+    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "model.hidden=[4],[8]", "seed=0,1", "trainer.epochs=2", cwd=root)
+    assert r.returncode == 0, r.stderr  # the earlier failure in the reused folder is not this sweep's
+    return d
+
+
+def _job_metrics(sweep_dir):
+    """{(model.hidden, seed): metrics.json} of the completed jobs, read directly."""
+    import yaml
+
+    out = {}
+    for job in sweep_dir.iterdir():
+        if (job / "metrics.json").is_file():
+            params = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra/overrides.yaml").read_text()))
+            out[(params.get("model.hidden"), params.get("seed"))] = json.loads((job / "metrics.json").read_text())
+    return out
+
+
+def test_one_row_per_job_best_first_with_the_failure_last(sweep_dir):
+    rows = read_csv(sweep_dir)
+    assert len(rows) == 5
+    assert [r["status"] for r in rows] == ["completed"] * 4 + ["failed"]
+    assert "trainer.monitor: 'rmse' is not a metric" in rows[-1]["error"]
+    assert rows[-1]["trainer.monitor"] == "rmse" and rows[0]["trainer.monitor"] == ""
+    objectives = [float(r["val/acc (best)"]) for r in rows[:4]]
+    assert objectives == sorted(objectives, reverse=True)  # val/acc: higher is better
+    jobs = _job_metrics(sweep_dir)
+    for r in rows[:4]:
+        m = jobs[(r["model.hidden"], r["seed"])]
+        assert float(r["val/acc (best)"]) == pytest.approx(m["objective"])
+        assert int(r["best_epoch"]) == m["best_epoch"]
+        assert float(r["test/acc"]) == pytest.approx(m["test"]["acc"])
+        assert float(r["train_time_s"]) == pytest.approx(m["train_time_s"])
+        assert float(r["final train/loss"]) == pytest.approx(m["history"][-1]["train/loss"])
+
+
+def test_seed_only_differences_are_grouped_as_mean_and_std(sweep_dir):
+    s = sweep.summarize(sweep_dir)
+    jobs = _job_metrics(sweep_dir)
+    groups = {(g["setting"]["model.hidden"], g["setting"]["trainer.monitor"]): g for g in s["groups"]}
+    assert set(groups) == {("[4]", None), ("[8]", None), ("[8]", "rmse")}  # the failed job is a setting of its own
+    for width in ("[4]", "[8]"):
+        values = [jobs[(width, seed)]["test"]["acc"] for seed in ("0", "1")]
+        g = groups[(width, None)]
+        mean, std = g["stats"]["test/acc"]
+        assert g["completed"] == 2 and sorted(g["seeds"]) == ["0", "1"]
+        assert mean == pytest.approx(statistics.fmean(values)) and std == pytest.approx(statistics.stdev(values))
+    failed = groups[("[8]", "rmse")]
+    assert failed["completed"] == 0 and failed["stats"] == {} and failed["n"] == 1
+    md = (sweep_dir / "summary.md").read_text()
+    assert "## Mean ± std over seeds" in md and "5 job(s): 4 completed, 1 failed" in md
+
+
+def test_summary_command_rebuilds_it_and_handles_an_interrupted_sweep(sweep_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(sweep_dir, d)
+    before = (d / "summary.csv").read_text()
+    (d / "summary.csv").unlink()
+    (d / "summary.md").unlink()
+    r = summary_command(d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (d / "summary.csv").read_text() == before and "| rank | job |" in r.stdout
+    # Interrupt it: one job killed mid-run (status still "running"), one that never wrote metrics.
+    jobs = sorted(p for p in d.iterdir() if p.is_dir() and (p / "metrics.json").is_file()
+                  and json.loads((p / "metrics.json").read_text())["status"] == "completed")
+    killed = json.loads((jobs[0] / "metrics.json").read_text())
+    killed["status"] = "running"
+    (jobs[0] / "metrics.json").write_text(json.dumps(killed))
+    (jobs[1] / "metrics.json").unlink()
+    r = summary_command(d, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    statuses = sorted(row["status"] for row in read_csv(d))
+    assert statuses == ["completed", "completed", "failed", "incomplete", "incomplete"]
+
+
+def test_summary_command_rejects_a_folder_without_jobs(tmp_path):
+    r = summary_command(tmp_path / "nope", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("mlptrain-summary: error:") and len(r.stderr.splitlines()) == 1
+    r = summary_command(tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and "no job folders" in r.stderr
+
+
+def test_minimising_objectives_sort_ascending(tmp_path):
+    """A regression sweep written by hand in the trainer's formats: lower val/rmse first."""
+    for i, (lr, rmse) in enumerate([("0.1", 0.5), ("0.01", 0.2), ("0.001", 0.9)]):
+        job = tmp_path / f"{i}_optim.lr={lr}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra/overrides.yaml").write_text(f"- optim.lr={lr}\n- dataset=sine\n")
+        (job / "metrics.json").write_text(json.dumps({
+            "status": "completed", "objective": rmse, "monitor": "val/rmse", "mode": "min", "best_epoch": 3,
+            "best": {"val/rmse": rmse}, "final": {"epoch": 4, "val/rmse": rmse + 0.1}, "test": {"rmse": rmse},
+            "epochs": 4, "train_time_s": 1.0}))
+    s = sweep.write_summary(tmp_path)
+    assert [r["params"]["optim.lr"] for r in s["rows"]] == ["0.01", "0.1", "0.001"]
+    assert s["varying"] == ["optim.lr"] and s["common"] == ["dataset=sine"] and s["groups"] == []
+
+
+def test_a_crashed_job_still_gets_its_row(tmp_path):
+    """An error nobody anticipated (here: a layer too large to allocate) is not caught by the CLI:
+    Hydra's BasicSweeper raises after the batch and on_multirun_end never runs.  The summary
+    rewritten at the end of each job still lists both jobs, the crash with its error."""
+    d = tmp_path / "sweep"
+    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, f"model.hidden=[8],[{10**15}]", cwd=tmp_path)
+    assert r.returncode == 1 and "can't allocate memory" in r.stderr
+    rows = read_csv(d)
+    assert [(row["model.hidden"], row["status"]) for row in rows] == [("[8]", "completed"), (f"[{10**15}]", "failed")]
+    assert rows[1]["error"].startswith("RuntimeError: ") and "can't allocate memory" in rows[1]["error"]
+    (crashed,) = [p for p in d.iterdir() if p.name.startswith("1_")]
+    assert json.loads((crashed / "metrics.json").read_text())["status"] == "failed"  # kept beside the run
