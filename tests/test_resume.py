@@ -63,7 +63,8 @@ def scalars(run_dir: Path) -> dict:
 
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+    # Sorted by step: a resumed run's events span two files, whose read order is not the step order.
+    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag))
             for tag in acc.Tags()["scalars"] if tag not in ("throughput/samples_per_s", "hparam/train_time_s")}
 
 
