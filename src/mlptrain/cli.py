@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mlptrain import distributed
 from mlptrain.config import ConfigError
 
 log = logging.getLogger("mlptrain")
@@ -38,22 +39,26 @@ _reserved: dict[str, str] = {}
 
 def unique_dir(path: str) -> str:
     """Reserve ``path`` (or ``path-1``, ``path-2`` ...) by creating it, so two runs started in
-    the same second never share a folder.  Memoised: Hydra resolves the run dir more than once."""
+    the same second never share a folder.  Memoised: Hydra resolves the run dir more than once.
+    Under torchrun only rank 0 reserves one, and every rank gets rank 0's (its clock may differ)."""
     if path not in _reserved:
-        candidate, n = path, 0
-        while True:
-            try:
-                os.makedirs(os.path.dirname(candidate) or ".", exist_ok=True)
-                os.mkdir(candidate)
-                break
-            except FileExistsError:
-                n += 1
-                candidate = f"{path}-{n}"
-            except OSError as e:  # raised inside Hydra's resolution: leave with one line, not its traceback
-                print(f"mlptrain: error: cannot create the run dir {candidate}: {e.strerror or e}", file=sys.stderr)
-                sys.exit(EXIT_BAD_INPUT)
-        _reserved[path] = candidate
+        _reserved[path] = distributed.from_rank0(lambda: _reserve(path))
     return _reserved[path]
+
+
+def _reserve(path: str) -> str:
+    candidate, n = path, 0
+    while True:
+        try:
+            os.makedirs(os.path.dirname(candidate) or ".", exist_ok=True)
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = f"{path}-{n}"
+        except OSError as e:  # raised inside Hydra's resolution: leave with one line, not its traceback
+            print(f"mlptrain: error: cannot create the run dir {candidate}: {e.strerror or e}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 if not OmegaConf.has_resolver("mlptrain.unique_dir"):
@@ -157,6 +162,9 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     check_writable(out_dir)
     choices = choices or {}
     hp = hparams_of(run_cfg.raw, choices, overrides or [])
+    if distributed.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
+        check_direction(direction, cfg)  # the ranks' data is not loaded here: the config's mode
+        return distributed.launch(run_cfg, out_dir, hp, overrides)
     try:
         trainer = Trainer(run_cfg, out_dir, hparams=hp, overrides=overrides)
         check_direction(direction, cfg, trainer.mode, trainer.monitor)  # where only the data could tell (csv)
@@ -209,6 +217,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     hc = HydraConfig.get()
+    distributed.quiet_logging()  # under torchrun, ranks > 0 log warnings to the console only
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     direction = None
@@ -230,7 +239,8 @@ def _hydra_main(cfg: DictConfig) -> float:
             return float("nan") if objective is None else float(objective)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
         code, msg = _exit_code(e, 130), str(e) or "interrupted"
-    _record_failure(out_dir, msg)
+    if distributed.env_rank() == 0:
+        _record_failure(out_dir, msg)
     if code > 128:  # interrupted: stop here, a sweep included
         print(f"mlptrain: {msg}", file=sys.stderr)
         sys.exit(code)
@@ -379,10 +389,16 @@ def main() -> None:
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    from hydra_plugins.mlptrain_sweeper import register
+    from hydra_plugins.mlptrain_slurm import register as register_slurm
+    from hydra_plugins.mlptrain_sweeper import register as register_sweeper
 
-    register()  # the basic sweeper, minus the per-job composition precompose has made redundant
-    _hydra_main()
+    register_sweeper()  # the basic sweeper, minus the per-job composition precompose has made redundant
+    register_slurm()  # hydra/launcher=slurm
+    sys.argv += distributed.hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
+    try:
+        _hydra_main()
+    finally:
+        distributed.shutdown()
     from mlptrain import sweep  # failures of jobs that ran in other processes (joblib, submitit)
 
     failed = _failed_jobs + [f for f in sweep.failed_jobs if f not in _failed_jobs]

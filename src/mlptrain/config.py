@@ -310,6 +310,7 @@ class TrainerConfig:
     batch_size: int = 128
     eval_batch_size: int = 4096
     device: str = "auto"
+    devices: int = 1  # processes (DDP ranks) per job; > 1 starts them like torchrun
     precision: str = "fp32"
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (torch._dynamo.list_backends())
@@ -337,6 +338,10 @@ class TrainerConfig:
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
         _check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
+        _check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
+        _check(self.batch_size >= self.devices, "trainer.batch_size",
+               f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
+               "across the processes)")
         _choice(self.precision, "trainer.precision", PRECISIONS)
         _check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
         _choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)

@@ -12,8 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+
+from mlptrain.distributed import launched
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REPEAT_S = 2.0  # DDP: a second signal sooner than this is the first one delivered twice
 
 
 class Abort(KeyboardInterrupt):
@@ -48,8 +52,12 @@ class GracefulStop:
 
     def _handle(self, signum, frame) -> None:
         if self.received is not None:
+            # One of several ranks: the launcher forwards what the terminal or SLURM also sent every rank,
+            # so a second signal right after the first is the same request, not "stop now".
+            if launched() and time.monotonic() - self._at < REPEAT_S:
+                return
             raise Abort(signum)
-        self.received = signum
+        self.received, self._at = signum, time.monotonic()
         # os.write, not print: a handler that prints while the loop prints can hit a reentrant-write error.
         again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         os.write(2, f"\nmlptrain: {signal.Signals(signum).name} received: saving after this step "

@@ -25,6 +25,7 @@ from mlptrain.accel import CompiledForward, autocast_for
 from mlptrain.batches import DeviceBatches, eval_batches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
+from mlptrain.distributed import Dist, Silent
 from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.models import build_model, count_parameters
 from mlptrain.optim import build_optimizer, build_scheduler
@@ -125,7 +126,9 @@ class Trainer:
         self.overrides = list(overrides or [])  # the command line's overrides: a resume starts from them
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
-        self.device = resolve_device(self.cfg.device)
+        device = resolve_device(self.cfg.device)  # a bad device fails on every rank before they connect
+        self.dist = Dist.setup()  # one process, or this rank of a DDP job
+        self.device = self.dist.place(device)
         seed_everything(run.seed)
 
         self.data = data if data is not None else load_dataset(run.dataset)
@@ -135,7 +138,7 @@ class Trainer:
         self.model = build_model(run.model, self.meta, self.data.x_mean, self.data.x_std, self.task.head,
                                  self.task.head_width).to(self.device)
         self.train_batches = DeviceBatches(self.data.x_train, self.data.y_train, self.cfg.batch_size,
-                                           run.seed, self.device)
+                                           run.seed, self.device, rank=self.dist.rank, world=self.dist.world)
         self.val = (self.data.x_val.to(self.device), self.data.y_val.to(self.device))
         self.optimizer = build_optimizer(run.optim, self.model, self.device)
         steps_per_epoch = len(self.train_batches)
@@ -151,6 +154,7 @@ class Trainer:
                                         run.optim.lr, self.mode)
         self.autocast, self.scaler = self._precision()
         self.forward = self._compile() if self.cfg.compile else self.model
+        self.train_forward = self.dist.wrap(self.forward)  # DDP for training steps only
         self.state = State()
         self.best_weights = None
         self.last_outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, outputs) of the last evaluate
@@ -175,7 +179,8 @@ class Trainer:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, calibrate: bool = False) -> dict[str, float]:
         """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
-        out = model_outputs(self.forward, x, self.cfg.eval_batch_size, self.autocast).float()
+        xs = self.dist.split(x)  # DDP: this rank's rows; the outputs of all rows are gathered below
+        out = self.dist.gather(model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast), len(x)).float()
         self.last_outputs = (x, out)  # the diagnostics' pictures of this split reuse them
         if calibrate:
             self.task.calibrate(out, y)
@@ -211,8 +216,10 @@ class Trainer:
             if i >= n_steps:
                 break
             with self.autocast():
-                out = self.forward(xb)
+                out = self.train_forward(xb)
             loss = self.task.loss(out.float(), yb)  # in fp32 at any precision (.float() is free on fp32)
+            if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
+                loss = loss * batches.share
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -222,7 +229,7 @@ class Trainer:
             if clip > 0:
                 norms[i] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             due = False
-            if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss):
+            if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(self.dist.global_loss(loss)):
                 losses[i] = float("nan")  # an explicit per-step check: the user asked to skip bad batches
                 if self.scaler is not None:
                     self.scaler.update()  # close this step's unscale_, or the next one raises
@@ -240,11 +247,13 @@ class Trainer:
                 due = bool(every) and self.state.step % every == 0
             progress.step(i + 1, n_steps)
             # Python-side checks only; the epoch's last step is checkpointed by fit() after validation.
-            if (due or stop.received) and i + 1 < n_steps:
+            stopping = self.dist.stop_together(stop.received is not None, i)  # DDP: all ranks after one step
+            if (due or stopping) and i + 1 < n_steps:
                 mid.order, mid.batch = batches.order, i + 1
                 self._save_mid_epoch(mid)
-                if stop.received:
+                if stopping:
                     raise self._interrupted()
+        losses, correct = self.dist.epoch_totals(losses, correct)
         self._check_finite(losses, mid.start_step)
         self._check_weights(losses)
         finite = losses[torch.isfinite(losses)]
@@ -268,12 +277,13 @@ class Trainer:
         """last.pt between two steps; never a non-finite state (that is a divergence instead)."""
         if not self.cfg.checkpoint:
             return
-        done = mid.losses[:mid.batch]
+        losses, correct = self.dist.epoch_totals(mid.losses, mid.correct)  # DDP: the global batches' values
+        done = losses[:mid.batch]
         self._check_finite(done, mid.start_step, epoch_end=False)
         self._check_weights(done)
         self._save("last.pt", mid_epoch={
             "order": mid.order.cpu(), "batch": mid.batch, "n_steps": mid.n_steps, "start_step": mid.start_step,
-            "losses": mid.losses.cpu(), "correct": mid.correct.cpu(), "norms": mid.norms.cpu(),
+            "losses": losses.cpu(), "correct": correct.cpu(), "norms": mid.norms.cpu(),
             "step_lrs": list(self.schedule.step_lrs), "elapsed": time.perf_counter() - self._epoch_t0})
 
     def _check_finite(self, losses: torch.Tensor, start_step: int, epoch_end: bool = True) -> None:
@@ -346,10 +356,11 @@ class Trainer:
             finished = self._already_finished()
             if finished is not None:
                 return finished
+        self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
-        diagnostics = self._diagnostics(tb)
+        diagnostics = self._diagnostics(tb) if self.dist.is_main else None  # rank 0 draws and writes
         tb.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
-        progress = Progress(cfg.progress, self.max_epochs)
+        progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
@@ -362,7 +373,8 @@ class Trainer:
             # time already spent in this epoch before a mid-epoch checkpoint counts too
             self._epoch_t0 = time.perf_counter() - (self._mid.elapsed if self._mid is not None else 0.0)
             try:
-                if self._stop.received:  # arrived while validating or saving: last.pt is already current
+                # arrived while validating or saving (on any rank): last.pt is already current
+                if self.dist.any(self._stop.received is not None):
                     raise self._interrupted()
                 train = self.train_epoch(progress)
                 dt = time.perf_counter() - self._epoch_t0
@@ -469,6 +481,8 @@ class Trainer:
     def _tensorboard(self):
         from mlptrain.tb import TensorBoard, drop_events_after
 
+        if not self.dist.is_main:  # only rank 0 writes events, checkpoints and metrics
+            return Silent()
         # Resuming in the run's own dir continues its TensorBoard run; a checkpoint resumed elsewhere starts one.
         resuming = self._resumed and any(self.out_dir.glob("events.out.tfevents.*"))
         purge = None
@@ -512,11 +526,14 @@ class Trainer:
                         "device": str(self.device)},
             "history": s.history,
         }
-        write_json(self.out_dir / "metrics.json", result)
+        if self.dist.is_main:
+            write_json(self.out_dir / "metrics.json", result)
         return result
 
     def _save(self, name: str, mid_epoch: dict | None = None, also: str | None = None) -> None:
         """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
+        if not self.dist.is_main:
+            return
         s = self.state
         # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
         best_model = None if (s.best_epoch == s.epoch and mid_epoch is None) else self.best_weights
@@ -583,9 +600,9 @@ class Trainer:
             mid = ckpt.get("mid_epoch")
             if mid:
                 d = self.device
+                losses, correct = self.dist.resume_totals(mid["losses"].to(d), mid["correct"].to(d))
                 self._mid = MidEpoch(mid["order"], mid["batch"], mid["n_steps"], mid["start_step"],
-                                     mid["losses"].to(d), mid["correct"].to(d), mid["norms"].to(d),
-                                     list(mid["step_lrs"]), mid["elapsed"])
+                                     losses, correct, mid["norms"].to(d), list(mid["step_lrs"]), mid["elapsed"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
