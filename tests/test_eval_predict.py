@@ -191,3 +191,56 @@ def test_console_scripts_are_installed_and_run(runs, tmp_path):
     r = subprocess.run([*cmd, str(_truncated(runs["cls"] / "best.pt", tmp_path / "t.pt"))], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("mlptrain-eval: error: ") and r.stderr.count("\n") == 1
+
+
+def test_a_table_checkpoint_predicts_new_rows_encoded_as_in_training(make_cfg, tmp_path):
+    """dataset=csv: new rows (other order of columns, a missing cell, an unseen category, no target)
+    are encoded with the checkpoint's own encoders; eval --csv on the held-out rows reproduces the
+    run's test metrics; evaluating another file through dataset.path would re-fit the encoders: refused."""
+    import random
+
+    from mlptrain.cli import run
+
+    rng = random.Random(0)
+    header = ["colour", "size", "weight", "kind"]
+    rows = []
+    for i in range(240):
+        kind = ["cat", "dog", "fox"][i % 3]
+        rows.append([rng.choice(["red", "blue"]) if kind != "fox" else "orange", f"{(i % 3) * 2 + rng.random():.3f}",
+                     "NA" if i % 17 == 0 else f"{10 * (i % 3) + rng.gauss(0, 1):.2f}", kind])
+    table = tmp_path / "animals.csv"
+    with open(table, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    over = [f"dataset.path={table}", "dataset.target=kind", "trainer.epochs=40", "optim.lr=0.05", "model.hidden=[8]",
+            "trainer.progress=none"]
+    metrics = run(make_cfg("dataset=csv", *over), tmp_path / "run")
+    assert metrics["test"]["acc"] > 0.9  # an easy table: the predictions below must be the obvious ones
+
+    code, out, err = call(eval_main, str(tmp_path / "run"))  # its own test split, encoders refitted identically
+    assert code == 0, err
+    assert json.loads(out)["metrics"] == metrics["test"]
+
+    new = tmp_path / "new.csv"
+    new.write_text("weight,size,colour\n20.5,4.2,orange\n,0.1,red\n1.0,2.0,green\n")
+    code, out, err = call(predict_main, str(tmp_path / "run"), str(new))
+    assert code == 0, err
+    pred = list(csv.DictReader(out.splitlines()))
+    assert list(pred[0]) == ["prediction", "p_cat", "p_dog", "p_fox"] and len(pred) == 3
+    assert pred[0]["prediction"] == "fox"
+
+    code, _, err = call(predict_main, str(tmp_path / "run"), str(write_text(tmp_path / "bad.csv", "size,colour\n1,red\n")))
+    assert code == 2 and "column 'weight' is missing" in err and err.count("\n") == 1
+
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows[:150]])
+    code, _, err = call(eval_main, str(tmp_path / "run"), f"dataset.path={other}")
+    assert code == 2 and "encoded differently" in err and "--csv" in err
+    code, out, err = call(eval_main, str(tmp_path / "run"), "--csv", str(other))
+    assert code == 0, err
+    assert json.loads(out)["rows"] == 150 and 0 <= json.loads(out)["metrics"]["acc"] <= 1
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -19,12 +19,13 @@ def job_metrics(sweep_dir):
 def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     d = tmp_path / "sweep"
-    # Three jobs, two at a time; the third fails (bce needs two classes, spirals has three).
+    # Three jobs, two at a time; the third fails when it runs (friedman1 is a regression set, so it
+    # has no accuracy to monitor: only its data can tell, so the check before the sweep passes it).
     r = mlptrain("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={d}", *TINY,
-                 "loss=bce", "dataset=moons,circles,spirals", cwd=tmp_path)
+                 "loss=mse", "trainer.monitor=acc", "dataset=moons,circles,friedman1", cwd=tmp_path)
     # The failure happened in a worker process; the main process still reports it and exits 1.
     assert r.returncode == 1
-    assert "mlptrain: error: 1 job(s) failed: 2: loss=bce does not fit dataset=spirals" in r.stderr
+    assert "mlptrain: error: 1 job(s) failed: 2: trainer.monitor: 'acc' is not a metric" in r.stderr, r.stderr
     jobs = [m for m in job_metrics(d) if m["status"] == "completed"]
     assert len(jobs) == 2
     pids = {m["runtime"]["pid"] for m in jobs}

@@ -21,9 +21,10 @@ from mlptrain import checkpoint
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import ConfigError
 
-# ~70 steps an epoch, dropout (so the torch RNG matters) and a mid-epoch checkpoint every 9 steps.
+# ~70 steps an epoch, dropout (so the torch RNG matters), a per-step schedule (its lr/step series is
+# logged per optimizer step, the other scalars per epoch) and a mid-epoch checkpoint every 9 steps.
 RUN = ["dataset.n_samples=1000", "model.hidden=[16]", "model.dropout=0.1", "trainer.batch_size=10",
-       "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1"]
+       "scheduler=cosine", "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1"]
 TIMING = {"time_s", "samples_per_s", "train_time_s"}
 
 
@@ -51,7 +52,9 @@ def assert_same_run(ref: Path, resumed: Path) -> None:
         wa, wb = (checkpoint.load(d / name)["model"] for d in (ref, resumed))
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
-    assert scalars(ref) == scalars(resumed)
+    sa, sb = scalars(ref), scalars(resumed)
+    assert "lr/step" in sa and len(sa["lr/step"]) == a["steps"]
+    assert sa == sb  # every tag, every step once, the same values
 
 
 def scalars(run_dir: Path) -> dict:
@@ -60,7 +63,8 @@ def scalars(run_dir: Path) -> dict:
 
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+    # Sorted by step: a resumed run's events span two files, whose read order is not the step order.
+    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag))
             for tag in acc.Tags()["scalars"] if tag not in ("throughput/samples_per_s", "hparam/train_time_s")}
 
 
@@ -188,3 +192,26 @@ def test_resume_command_round_trips_awkward_paths(path):
     assert cmd[0] == "mlptrain"
     (o,) = OverridesParser.create().parse_overrides(cmd[1:])
     assert o.key_or_group == "trainer.resume" and Path(o.value()).resolve() == Path(path).resolve()
+
+
+def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_cfg, tmp_path):
+    import shutil
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mlptrain import cli
+    from mlptrain.resume import run_dir_of
+
+    train(out=tmp_path / "first")
+    copied = tmp_path / "elsewhere" / "x.pt"
+    copied.parent.mkdir()
+    shutil.copy(tmp_path / "first" / "last.pt", copied)
+    assert run_dir_of(copied) is None and run_dir_of(tmp_path / "first" / "last.pt") == tmp_path / "first"
+    new = tmp_path / "new"
+    metrics = cli.run(make_cfg("dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none",
+                               "trainer.epochs=2", f"trainer.resume={copied}"), new)
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    acc = EventAccumulator(str(new))
+    acc.Reload()
+    assert "config/text_summary" in acc.Tags()["tensors"]  # a new TensorBoard run gets its header
+    assert [e.step for e in acc.Scalars("val/acc")] == [2]

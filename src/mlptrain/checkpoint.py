@@ -7,6 +7,7 @@ versions: resume, eval and predict need nothing else.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -24,6 +25,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint (or another run output) that cannot be written or read: one line for the user."""
 
 
+@functools.cache
 def versions() -> dict:
     """Library versions as plain strings (from package metadata: no heavy imports)."""
     import platform
@@ -94,6 +96,28 @@ def save(path: Path, payload: dict) -> None:
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_bytes(path, buf.getbuffer(), "checkpoint")
+
+
+def duplicate(src: Path, dst: Path) -> None:
+    """Make ``dst`` a second name for the checkpoint ``src`` (a hard link, else a copy), atomically.
+
+    Checkpoints are replaced, never rewritten in place, so the two names stay independent:
+    the next save of ``src`` leaves ``dst`` as it is."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")  # .tmp: swept by remove_stale_temps
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links on this file system: copy
+            atomic_write(dst, lambda f: f.write(src.read_bytes()))
+        else:
+            os.replace(tmp, dst)
+    except OSError as e:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise CheckpointError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is kept") from None
 
 
 def load(path: str | Path, map_location="cpu", in_dir: str = "last.pt") -> dict:

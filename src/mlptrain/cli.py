@@ -272,10 +272,21 @@ def _record_failure(out_dir: Path, msg: str) -> None:
         pass
 
 
+def compose_error(e: Exception) -> ConfigError:
+    """Hydra's composition error, in its own words, on one line."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    return ConfigError(text.split(" full_key:")[0] + _plugin_hint(text))
+
+
 def precompose(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
-    report.  Sweeps are checked with the first value of each swept key."""
+    report.  A sweep is composed once per distinct structure (every combination of its swept
+    config-group choices and Hydra settings, the first value of every other swept key): a
+    plain value cannot make composition fail, and parse() checks values when each job starts.
+    This is all the checking a sweep gets before its first job (see hydra_plugins.mlptrain_sweeper)."""
+    import itertools
+
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -285,31 +296,35 @@ def precompose(argv: list[str]) -> None:
             or args.config_path or args.config_name or args.experimental_rerun):
         return
     check_group_overrides(args.overrides)
+    groups = config_groups()
     try:
-        first = []
+        slots = []  # per override, the alternatives to compose with
         parsed = OverridesParser.create().parse_overrides(args.overrides)
         for o in parsed:
-            if o.is_sweep_override():
-                values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-                if not values:
-                    continue
-                first.append(f"{o.get_key_element()}={values[0]}")
-            else:
-                first.append(o.input_line)
+            if not o.is_sweep_override():
+                slots.append([o.input_line])
+                continue
+            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
+            if values:
+                key = o.get_key_element()
+                name = key.lstrip("+~").split("@", 1)[0]
+                structural = name in groups or name.startswith("hydra")
+                slots.append([f"{key}={v}" for v in (values if structural else values[:1])])
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=first, return_hydra_config=True)
+            cfgs = [compose(config_name="config", overrides=list(c), return_hydra_config=True)
+                    for c in itertools.product(*slots)]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ConfigError(text.split(" full_key:")[0] + _plugin_hint(text)) from None
+        raise compose_error(e) from None
     check_output_dirs(parsed)
     from omegaconf import open_dict
 
     from mlptrain.config import parse
 
-    with open_dict(cfg):
-        sweeper = cfg.pop("hydra").get("sweeper")
-    parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
-    check_direction(_sweep_direction(sweeper), cfg)
+    for cfg in cfgs:
+        with open_dict(cfg):
+            sweeper = cfg.pop("hydra").get("sweeper")
+        parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+        check_direction(_sweep_direction(sweeper), cfg)
 
 
 PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}
@@ -357,6 +372,11 @@ def check_direction(direction: str | None, cfg: DictConfig, mode: str | None = N
 def main() -> None:
     """Console entry point."""
     try:
+        if {"--help", "-h"} & set(sys.argv[1:]):
+            from mlptrain.help import app_help
+
+            if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
+                return
         if any(".resume=" in a for a in sys.argv[1:]):
             from mlptrain.checkpoint import CheckpointError
             from mlptrain.resume import resume_argv
@@ -369,9 +389,11 @@ def main() -> None:
     except ConfigError as e:
         print(f"mlptrain: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    from hydra_plugins.mlptrain_slurm import register
+    from hydra_plugins.mlptrain_slurm import register as register_slurm
+    from hydra_plugins.mlptrain_sweeper import register as register_sweeper
 
-    register()  # hydra/launcher=slurm
+    register_sweeper()  # the basic sweeper, minus the per-job composition precompose has made redundant
+    register_slurm()  # hydra/launcher=slurm
     sys.argv += distributed.hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
     try:
         _hydra_main()

@@ -39,6 +39,7 @@ NORMS = ("none", "batch", "layer")
 INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
 SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
@@ -111,6 +112,10 @@ class VisionConfig:
         _split_fractions(self.val_fraction, None)
 
 
+MISSING_POLICIES = ("mean", "median", "most_frequent", "error")
+NA_VALUES = ["", "NA", "N/A", "NaN", "null", "None", "?"]
+
+
 @dataclass
 class CsvConfig:
     """A user's own table: one row per example, one target column."""
@@ -118,19 +123,27 @@ class CsvConfig:
     name: str = "csv"
     path: str = "???"
     target: str = "???"
-    task: str = "auto"  # auto | classification | regression
-    test_path: Optional[str] = None
+    task: str = "auto"  # auto (integer/string target: classification, float: regression) | classification | regression
+    test_path: Optional[str] = None  # a separate test table; otherwise test_fraction of path is held out
     features: Optional[list[str]] = None  # default: every column but the target
-    missing: str = "impute"  # impute | error
+    categorical: list[str] = field(default_factory=list)  # one-hot these even if they look numeric (codes, ids)
+    # Missing cells: imputed from the training split (numeric: mean/median/most frequent; categorical:
+    # most frequent) or rejected (error).
+    missing: str = "mean"
+    na_values: list[str] = field(default_factory=lambda: list(NA_VALUES))  # cells that mean "missing" (any case)
     delimiter: str = ","
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")
+        _check(bool(self.target.strip()), "dataset.target", "must name the target column")
         _choice(self.task, "dataset.task", ("auto", "classification", "regression"))
-        _choice(self.missing, "dataset.missing", ("impute", "error"))
-        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character, got {self.delimiter!r}")
+        _choice(self.missing, "dataset.missing", MISSING_POLICIES)
+        if self.delimiter in ("tab", "\\t"):  # a tab is hard to type on a command line
+            self.delimiter = "\t"
+        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character or tab, got {self.delimiter!r}")
         _split_fractions(self.val_fraction, None if self.test_path else self.test_fraction)
 
 
@@ -300,6 +313,8 @@ class TrainerConfig:
     devices: int = 1  # processes (DDP ranks) per job; > 1 starts them like torchrun
     precision: str = "fp32"
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend (torch._dynamo.list_backends())
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     num_threads: int = 0  # 0: leave torch's default
     monitor: str = "auto"  # a validation metric (acc, loss, nll, rmse, ...); auto: per task
     mode: str = "auto"  # min | max | auto (from the metric)
@@ -328,6 +343,9 @@ class TrainerConfig:
                f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
                "across the processes)")
         _choice(self.precision, "trainer.precision", PRECISIONS)
+        _check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
+        _choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
+        _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
         _check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
                f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))

@@ -132,10 +132,14 @@ def check_data_fits(meta: dict, data_meta: dict, what: str) -> None:
         if meta.get(key) != data_meta.get(key):
             raise DataError(f"{what} does not fit the checkpoint: {label} {data_meta.get(key)!r}, "
                             f"the model expects {meta.get(key)!r}")
+    if meta.get("preprocess") and meta["preprocess"] != data_meta.get("preprocess"):
+        # Encoders fitted on another file (categories, imputed values) would silently shift the inputs.
+        raise DataError(f"{what} is encoded differently from the checkpoint's training table; "
+                        f"evaluate new rows with --csv FILE (they are encoded as in training)")
 
 
 # ----------------------------------------------------------------------------- CSV inputs
-def read_csv_inputs(path: str | Path, meta: dict, with_target: bool):
+def read_csv_inputs(path: str | Path, meta: dict, with_target: bool, delimiter: str = ","):
     """Rows of a CSV as model inputs (and targets): the checkpoint's own encoding for tables it was
     trained on, else raw numeric feature columns (synthetic sets, flattened images)."""
     import torch
@@ -147,7 +151,7 @@ def read_csv_inputs(path: str | Path, meta: dict, with_target: bool):
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
         raise DataError(f"{path} has no rows")
     if meta.get("preprocess"):
@@ -187,16 +191,28 @@ def read_csv_inputs(path: str | Path, meta: dict, with_target: bool):
 
 
 def _encode_table(path: Path, rows: list, meta: dict, with_target: bool):
-    from mlptrain.data import DataError
+    """Rows of a table like the one the model was trained on: named columns, encoded as in training."""
+    import torch
 
-    try:
-        from mlptrain.data.tabular import encode_rows
-    except ImportError:
-        raise DataError("this checkpoint was trained on a table, and this mlptrain cannot encode new rows "
-                        "(mlptrain.data.tabular.encode_rows is missing)") from None
-    header, body = rows[0], rows[1:]
+    from mlptrain.data import DataError
+    from mlptrain.data.tabular import encode_rows
+
+    pre = meta["preprocess"]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if not body:
+        raise DataError(f"{path} has a header but no rows")
     records = [dict(zip(header, r)) for r in body]
-    return encode_rows(meta["preprocess"], records, with_target=with_target)
+    try:
+        x = encode_rows(pre, records)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
+    if not with_target:
+        return x, None
+    target = pre["target"]
+    if target not in header:
+        raise DataError(f"{path}: no target column {target!r}")
+    ys = [_target(r.get(target, ""), meta, path, line) for line, r in enumerate(records, start=2)]
+    return x, torch.tensor(ys, dtype=torch.long if meta["task"] == "classification" else torch.float32)
 
 
 def _is_number(text: str) -> bool:
@@ -214,8 +230,8 @@ def _target(text: str, meta: dict, path: Path, line: int):
         names = meta["class_names"]
         if text.strip() in names:
             return names.index(text.strip())
-        if _is_number(text) and float(text).is_integer() and 0 <= int(float(text)) < len(names):
-            return int(float(text))
+        if _is_number(text) and float(text).is_integer() and str(int(float(text))) in names:  # "1.0" for "1"
+            return names.index(str(int(float(text))))
         raise DataError(f"{path} line {line}: unknown class {text!r}; classes: {', '.join(names)}")
     if not _is_number(text):
         raise DataError(f"{path} line {line}: target {text!r} is not a number")
@@ -310,7 +326,7 @@ def eval_main(argv: list[str] | None = None) -> None:
 
         loaded = load(args.checkpoint, args.overrides)
         if args.csv:
-            x, y = read_csv_inputs(args.csv, loaded.meta, with_target=True)
+            x, y = read_csv_inputs(args.csv, loaded.meta, with_target=True, delimiter=_delimiter(loaded))
             source = str(args.csv)
         else:
             data = load_dataset(loaded.run.dataset)
@@ -334,7 +350,7 @@ def predict_main(argv: list[str] | None = None) -> None:
 
     def body():
         loaded = load(args.checkpoint, args.overrides)
-        x, _ = read_csv_inputs(args.input, loaded.meta, with_target=False)
+        x, _ = read_csv_inputs(args.input, loaded.meta, with_target=False, delimiter=_delimiter(loaded))
         cols, rows = predict(loaded, x)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -345,6 +361,11 @@ def predict_main(argv: list[str] | None = None) -> None:
             print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
 
     _run("mlptrain-predict", body)
+
+
+def _delimiter(loaded: Loaded) -> str:
+    """New rows of a table are read with the training table's delimiter; others are plain CSV."""
+    return getattr(loaded.run.dataset, "delimiter", ",") if loaded.meta.get("preprocess") else ","
 
 
 def _cell(v):

@@ -33,7 +33,10 @@ class Standardize(nn.Module):
         self.register_buffer("std", std.float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        # x * (1/std) - mean/std in one pass over the batch; uint8 pixels are promoted to float on the way
+        # (``(x.float() - mean) / std`` takes three, each with its own float32 copy of the batch).
+        scale = self.std.reciprocal()
+        return torch.addcmul(-self.mean * scale, x if not x.is_floating_point() else x.float(), scale)
 
     def extra_repr(self) -> str:
         return f"features={self.mean.numel()}"

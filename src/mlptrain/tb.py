@@ -88,3 +88,38 @@ class TensorBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def drop_events_after(log_dir: Path, wall_time: float) -> int:
+    """Cut a run's event files back to ``wall_time`` (when the checkpoint being resumed was written).
+
+    Whatever a stopped process logged after its last checkpoint is logged again by the resumed run,
+    so it must go.  ``SummaryWriter(purge_step=...)`` cannot do this here: it purges one step axis for
+    every tag, and the run logs some tags per epoch and others (``lr/step``) per optimizer step.  A
+    record cut short by a kill is dropped too.  Returns the number of events dropped.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from mlptrain.checkpoint import atomic_write
+
+    dropped = 0
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        records = list(RawEventFileLoader(str(path)).Load())
+        keep = [r for r in records if event_pb2.Event.FromString(r).wall_time <= wall_time]
+        whole = path.stat().st_size == sum(len(r) + 16 for r in records)  # 16: length, crcs
+        if len(keep) == len(records) and whole:
+            continue
+        dropped += len(records) - len(keep)
+        if not keep:
+            path.unlink()
+            continue
+
+        def write(f, keep=keep):
+            out = RecordWriter(f)
+            for r in keep:
+                out.write(r)
+
+        atomic_write(path, write)
+    return dropped

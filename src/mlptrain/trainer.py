@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from mlptrain import checkpoint, signals
+from mlptrain.accel import CompiledForward, autocast_for
 from mlptrain.batches import DeviceBatches, eval_batches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
@@ -55,16 +56,6 @@ def out_of_memory(e: BaseException) -> TrainingError | None:
     detail = text.split("you tried to allocate ")[-1].split(".")[0] if "tried to allocate" in text else ""
     return TrainingError("out of memory" + (f" (tried to allocate {detail})" if detail else "")
                          + ": use a smaller model.hidden, trainer.batch_size or trainer.eval_batch_size")
-
-
-def autocast_for(precision: str, device: torch.device):
-    """A factory of the autocast context for ``trainer.precision`` (fp32: none)."""
-    if precision == "fp32":
-        return nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("trainer.precision: bf16 is not supported by this GPU; valid here: fp32, fp16")
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 @torch.inference_mode()
@@ -168,6 +159,7 @@ class Trainer:
         self.best_weights = None
         self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
         self._resumed = False
+        self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (TensorBoard cut)
         self._last_saved: str | None = None  # the newest last.pt, for messages
         self._stop = signals.GracefulStop()  # installed by fit(); read once per step
         self._epoch_t0 = 0.0
@@ -179,11 +171,7 @@ class Trainer:
         return autocast_for(p, self.device), scaler
 
     def _compile(self):
-        try:
-            return torch.compile(self.model)
-        except Exception as e:  # e.g. no C++ compiler: say so, then train uncompiled
-            log.warning("trainer.compile: torch.compile unavailable (%s); training without it", str(e).splitlines()[0])
-            return self.model
+        return CompiledForward(self.model, self.cfg.compile_backend, self.cfg.compile_mode)
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
@@ -191,7 +179,7 @@ class Trainer:
         """Metrics of one split; ``calibrate`` (validation only) first refits a point regressor's noise spread."""
         self.model.eval()
         xs = self.dist.split(x)  # DDP: this rank's rows; the outputs of all rows are gathered below
-        out = self.dist.gather(model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast), len(x))
+        out = self.dist.gather(model_outputs(self.forward, xs, self.cfg.eval_batch_size, self.autocast), len(x)).float()
         if calibrate:
             self.task.calibrate(out, y)
         return self.task.metrics(out, y)
@@ -227,9 +215,9 @@ class Trainer:
                 break
             with self.autocast():
                 out = self.train_forward(xb)
-                loss = self.task.loss(out, yb)
-                if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
-                    loss = loss * batches.share
+            loss = self.task.loss(out.float(), yb)  # in fp32 at any precision (.float() is free on fp32)
+            if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
+                loss = loss * batches.share
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -241,6 +229,8 @@ class Trainer:
             due = False
             if self.cfg.nan_policy == "skip_batch" and not torch.isfinite(self.dist.global_loss(loss)):
                 losses[i] = float("nan")  # an explicit per-step check: the user asked to skip bad batches
+                if self.scaler is not None:
+                    self.scaler.update()  # close this step's unscale_, or the next one raises
             else:
                 if self.scaler is not None:
                     self.scaler.step(self.optimizer)
@@ -367,6 +357,7 @@ class Trainer:
         self.dist.seed(self.run.seed, state.epoch)
         tb = self._tensorboard()
         diagnostics = self._diagnostics(tb) if self.dist.is_main else None  # rank 0 draws and writes
+        tb.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
         progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
         steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
@@ -417,10 +408,11 @@ class Trainer:
             if diagnostics:
                 diagnostics.epoch_end(state.epoch)
             if cfg.checkpoint:
+                tb.flush()  # the events up to this checkpoint are on disk: a resume keeps exactly those
                 if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
-                    self._save("best.pt")
-                tb.flush()  # the events up to this checkpoint are on disk: a resume's purge_step starts after them
-                self._save("last.pt")
+                    self._save("best.pt", also="last.pt")  # the same bytes: linked, not serialised twice
+                else:
+                    self._save("last.pt")
             self._write_metrics("running")
             if self._early_stop_due():
                 stop_reason = "early_stopped"
@@ -485,13 +477,18 @@ class Trainer:
 
     # --------------------------------------------------------------------------- outputs
     def _tensorboard(self):
-        from mlptrain.tb import TensorBoard
+        from mlptrain.tb import TensorBoard, drop_events_after
 
         if not self.dist.is_main:  # only rank 0 writes events, checkpoints and metrics
             return Silent()
-        resuming = self._resumed
-        # Scalars are logged per epoch: drop whatever a stopped run logged after its checkpoint.
-        tb = TensorBoard(self.out_dir, purge_step=self.state.epoch + 1 if resuming else None)
+        # Resuming in the run's own dir continues its TensorBoard run; a checkpoint resumed elsewhere starts one.
+        resuming = self._resumed and any(self.out_dir.glob("events.out.tfevents.*"))
+        purge = None
+        if resuming and self._resumed_saved_at is not None:  # drop what a stopped run logged after its checkpoint
+            drop_events_after(self.out_dir, self._resumed_saved_at)
+        elif resuming:  # a checkpoint without its time: scalars are per epoch
+            purge = self.state.epoch + 1
+        tb = TensorBoard(self.out_dir, purge_step=purge)
         if not resuming:
             tb.text("config", "```\n" + json.dumps(self.run.raw, indent=2) + "\n```")
             tb.hparams_start(self.hparams, self.metric_tags())
@@ -502,7 +499,7 @@ class Trainer:
         from mlptrain.diagnostics import Diagnostics
 
         diagnostics = Diagnostics.for_trainer(self, tb)
-        if diagnostics and self.state.epoch == 0:
+        if diagnostics and self.state.epoch == 0 and not self._resumed:  # a resumed run has them already
             diagnostics.epoch_end(0)
         return diagnostics
 
@@ -531,7 +528,8 @@ class Trainer:
             write_json(self.out_dir / "metrics.json", result)
         return result
 
-    def _save(self, name: str, mid_epoch: dict | None = None) -> None:
+    def _save(self, name: str, mid_epoch: dict | None = None, also: str | None = None) -> None:
+        """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
         if not self.dist.is_main:
             return
         s = self.state
@@ -560,9 +558,12 @@ class Trainer:
             "rng": rng,
             "best_model": best_model,
             "mid_epoch": mid_epoch,
+            "saved_at": time.time(),  # after the events so far were flushed: a resume keeps exactly those
         })
-        if name == "last.pt":
-            self._last_saved = f"{path} ({_position(s.epoch, s.step, mid_epoch is not None)})"
+        if also:
+            checkpoint.duplicate(path, self.out_dir / also)
+        if "last.pt" in (name, also):
+            self._last_saved = f"{self.out_dir / 'last.pt'} ({_position(s.epoch, s.step, mid_epoch is not None)})"
 
     def _resume(self, where: str) -> None:
         ckpt = checkpoint.load(where)
@@ -604,6 +605,7 @@ class Trainer:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
+        self._resumed_saved_at = ckpt.get("saved_at")
         checkpoint.remove_stale_temps(self.out_dir)  # a SIGKILL during a write leaves one behind
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"

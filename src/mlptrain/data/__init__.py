@@ -39,9 +39,10 @@ def _load(cfg) -> DataBundle:
 
         return load_synthetic(cfg)
     if cfg.name in C.VISION:
+        from mlptrain.data.processed import cached, vision_sources
         from mlptrain.data.vision import load_vision
 
-        return load_vision(cfg)
+        return cached(cfg, lambda: (load_vision(cfg), vision_sources(cfg)))  # later runs skip torchvision
     if cfg.name == "csv":
         from mlptrain.data.tabular import load_csv
 

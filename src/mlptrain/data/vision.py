@@ -12,6 +12,7 @@ with per-channel statistics from the training split.
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import torch
@@ -114,6 +115,15 @@ def channel_stats(x: torch.Tensor, chunk: int = 8192) -> tuple[torch.Tensor, tor
     return mean.float(), var.sqrt().clamp_min(1e-6).float()
 
 
+def _return_freed_memory() -> None:
+    """Hand the file buffers and pickles freed while loading back to the OS.  glibc keeps such
+    mid-sized blocks in its heap (about 10 MB for MNIST, 30 MB for CIFAR-10); elsewhere a no-op."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def load_vision(cfg) -> DataBundle:
     import torchvision.datasets as tvd
 
@@ -126,6 +136,7 @@ def load_vision(cfg) -> DataBundle:
     del train_ds, test_ds  # drop torchvision's references before the in-place split
     x_train, y_train, x_val, y_val = carve_validation(x, y, cfg.val_fraction, cfg.seed)
     mean, std = channel_stats(x_train)
+    _return_freed_memory()
     shape = tuple(x.shape[1:])
 
     def per_pixel(stat: torch.Tensor) -> torch.Tensor:  # each channel's statistic over its pixels: (C, H, W)

@@ -1,0 +1,365 @@
+"""A user's own table: ``dataset=csv dataset.path=... dataset.target=<column>``.
+
+Read with Python's standard ``csv`` module (see the README for why not pandas).  Each
+feature column is numeric or categorical; categorical columns are one-hot encoded over the
+categories seen in the training split (an unseen category encodes as all zeros), missing
+cells are imputed from the training split or rejected.  Everything needed to encode new raw
+rows the same way is kept as plain data in ``DataBundle.preprocess`` (it goes into
+checkpoints); :func:`encode_rows` applies it.  Numeric standardisation is not done here:
+the training split's mean/std go to the model's ``Standardize`` layer, so a checkpoint
+predicts from raw values.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import statistics
+from collections import Counter
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+from mlptrain.data.bundle import DataBundle, DataError, split_indices
+
+log = logging.getLogger("mlptrain")
+
+
+# ----------------------------------------------------------------------------- reading
+class Table:
+    """A CSV file as header + string columns, with the file line number of every row."""
+
+    def __init__(self, path: str, key: str, delimiter: str):
+        self.path, self.key = path, key
+        if not os.path.isfile(path):
+            raise DataError(f"{key}: file not found: {path}" if not os.path.isdir(path)
+                            else f"{key}: {path} is a folder; give the path of a CSV file")
+        rows, lines = [], []
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f, delimiter=delimiter)
+                header = next(reader, None)
+                for row in reader:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # blank line
+                    rows.append(row)
+                    lines.append(reader.line_num)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{key}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except csv.Error as e:
+            raise DataError(f"{key}: {path} line {reader.line_num}: {e}") from None
+        except OSError as e:
+            raise DataError(f"{key}: cannot read {path}: {e.strerror}") from None
+        if header is None:
+            raise DataError(f"{key}: {path} is empty; expected a header row of column names, then one row per example")
+        self.header = [h.strip() for h in header]
+        dup = [h for h, n in Counter(self.header).items() if n > 1]
+        if dup:
+            raise DataError(f"{key}: {path} has the column name {dup[0]!r} more than once")
+        if not rows:
+            raise DataError(f"{key}: {path} has a header but no data rows")
+        width = len(self.header)
+        for row, line in zip(rows, lines):
+            if len(row) != width:
+                raise DataError(f"{key}: {path} line {line} has {len(row)} fields, the header has {width} "
+                                f"(delimiter {delimiter!r}; set dataset.delimiter if it differs)")
+        self.lines = lines
+        self.columns = {h: list(map(str.strip, col)) for h, col in zip(self.header, zip(*rows))}
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def column(self, name: str, what: str) -> list[str]:
+        if name not in self.columns:
+            raise DataError(f"{what}: column {name!r} is not in {self.path}; columns: {', '.join(self.header)}")
+        return self.columns[name]
+
+    def where(self, i: int, column: str) -> str:
+        return f"{self.key}: {self.path} line {self.lines[i]}, column {column!r}"
+
+
+# ----------------------------------------------------------------------------- cells
+def _number(value: str) -> float | None:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _is_int(value: str) -> bool:
+    v = value[1:] if value[:1] in "+-" else value
+    return v.isdigit()
+
+
+class Cells:
+    """Missing-value tokens and the policy for them, shared by fitting and encoding.
+
+    Values reaching here are stripped strings; this runs once per cell, so it is kept lean."""
+
+    def __init__(self, na_values: Iterable[str], missing: str):
+        self.na = {v.strip().lower() for v in na_values}
+        self.na_numbers = {x for x in map(_number, self.na) if x is not None}  # e.g. -999 also as -999.0
+        self.missing = missing
+
+    def is_missing(self, value: str) -> bool:
+        return value.lower() in self.na
+
+    def parse(self, values: Sequence[str]) -> tuple[list[float | None], list[int]]:
+        """A column's numbers (None for a missing cell) and the positions of cells that are neither."""
+        na, na_numbers = self.na, self.na_numbers
+        if not na_numbers:
+            try:  # the common case, a complete numeric column, at C speed
+                out = list(map(float, values))
+                if all(map(math.isfinite, out)):
+                    return out, []
+            except ValueError:
+                pass
+        out = []
+        bad = []
+        for i, v in enumerate(values):
+            try:
+                x = float(v)
+            except ValueError:
+                x = None
+            if x is not None and math.isfinite(x) and x not in na_numbers:
+                out.append(x)
+                continue
+            out.append(None)
+            if v.lower() not in na and x not in na_numbers:
+                bad.append(i)
+        return out, bad
+
+    def numbers(self, values: Sequence[str], where) -> list[float | None]:
+        """Parse a numeric column; any cell that is neither a number nor missing is an error."""
+        out, bad = self.parse(values)
+        if bad:
+            v = values[bad[0]]
+            raise DataError(f"{where(bad[0])}: {v!r} is not a number, but the column is numeric; fix the cell, "
+                            f"add {v!r} to dataset.na_values, or list the column in dataset.categorical")
+        return out
+
+    def reject_missing(self, where: str) -> DataError:
+        return DataError(f"{where}: missing value (dataset.missing=error); fill it in, "
+                         f"or set dataset.missing=mean, median or most_frequent to impute")
+
+
+# ----------------------------------------------------------------------------- fitting
+def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str], table: Table,
+                rows: list[int]) -> dict:
+    """How to encode one feature: its kind, and from the training rows its categories and the fill value
+    for missing cells.  A column is numeric when most of its cells are numbers; the other cells of a
+    numeric column are then errors, reported with their line."""
+    parsed, bad = cells.parse(values)
+    n_missing = parsed.count(None) - len(bad)
+    if n_missing == len(values):
+        raise DataError(f"dataset.features: column {name!r} of {table.path} has no values (all missing); "
+                        f"leave it out with dataset.features=[...]")
+    if name not in categorical and (len(values) - n_missing - len(bad)) > len(bad):
+        if bad:
+            cells.numbers(values, lambda i: table.where(i, name))  # raises for the first bad cell
+        present = [parsed[i] for i in rows if parsed[i] is not None]
+        if not present:
+            raise DataError(f"dataset.features: column {name!r} has no values in the training split")
+        fill = {"median": statistics.median, "most_frequent": _most_frequent}.get(cells.missing, statistics.fmean)(present)
+        return {"name": name, "kind": "numeric", "fill": float(fill)}
+    present = [values[i] for i in rows if not cells.is_missing(values[i])]
+    if not present:
+        raise DataError(f"dataset.features: column {name!r} has no values in the training split")
+    return {"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)}
+
+
+def _most_frequent(values):
+    counts = Counter(values)
+    return min(counts, key=lambda v: (-counts[v], v))  # ties: the smallest value, so the choice is deterministic
+
+
+def _fit_target(values: list[str], task: str, target: str) -> tuple[str, list[str] | None]:
+    """The task (from ``dataset.task`` or the target's values) and, for classification, the class names."""
+    if task == "auto":
+        if all(_is_int(v) for v in values):
+            task = "classification"
+        elif all(_number(v) is not None for v in values):
+            task = "regression"
+        else:
+            task = "classification"
+        log.info("dataset.target %r: %s task inferred from its values (set dataset.task to change it)", target, task)
+    if task == "regression":
+        return task, None
+    if all(_is_int(v) for v in values):
+        classes = [str(c) for c in sorted({int(v) for v in values})]
+    else:
+        classes = sorted(set(values))
+    if len(classes) < 2:
+        raise DataError(f"dataset.target: column {target!r} has a single value {classes[0]!r}; "
+                        f"a classifier needs at least two classes")
+    if len(classes) > 50 and all(_is_int(v) for v in values):
+        log.warning("dataset.target %r: %d integer classes; for a quantity set dataset.task=regression",
+                    target, len(classes))
+    return task, classes
+
+
+def _targets(values: list[str], task: str, classes: list[str] | None, table: Table, target: str) -> torch.Tensor:
+    if task == "regression":
+        out = []
+        for i, v in enumerate(values):
+            x = _number(v)
+            if x is None:
+                raise DataError(f"{table.where(i, target)}: {v!r} is not a number, but the regression target must be")
+            out.append(x)
+        return torch.tensor(out, dtype=torch.float32)
+    index = {c: k for k, c in enumerate(classes)}
+    ints = all(_is_int(c) for c in classes)
+    out = []
+    for i, v in enumerate(values):
+        k = index.get(str(int(v)) if ints and _is_int(v) else v)
+        if k is None:
+            raise DataError(f"{table.where(i, target)}: class {v!r} does not occur in {target!r} of the "
+                            f"training file; classes: {', '.join(classes)}")
+        out.append(k)
+    return torch.tensor(out, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- encoding
+def encoded_names(preprocess: dict) -> list[str]:
+    """The model's input columns: a numeric feature as itself, a categorical one as ``name=category``."""
+    names = []
+    for col in preprocess["columns"]:
+        names += [col["name"]] if col["kind"] == "numeric" else [f"{col['name']}={c}" for c in col["categories"]]
+    return names
+
+
+def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where) -> torch.Tensor:
+    """Encode raw (stripped string) columns, name -> values, into the model's float inputs."""
+    cells = Cells(preprocess["na_values"], preprocess["missing"])
+    parts = []
+    for col in preprocess["columns"]:
+        name, values = col["name"], columns[col["name"]]
+        if cells.missing == "error":
+            gaps = [i for i, v in enumerate(values) if cells.is_missing(v)]
+            if gaps:
+                raise cells.reject_missing(where(gaps[0], name))
+        if col["kind"] == "numeric":
+            fill = col["fill"]
+            parsed = cells.numbers(values, lambda i: where(i, name))
+            parts.append(torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)[:, None])
+        else:
+            index = {c: k for k, c in enumerate(col["categories"])}
+            fill, unseen = index[col["fill"]], len(index)
+            idx = torch.tensor([fill if cells.is_missing(v) else index.get(v, unseen) for v in values], dtype=torch.long)
+            onehot = torch.zeros(len(values), len(index) + 1, dtype=torch.float64)
+            onehot[torch.arange(len(values)), idx] = 1.0
+            parts.append(onehot[:, :-1])  # an unseen category's slot is dropped: all zeros
+    return torch.cat(parts, 1).float()
+
+
+def encode_rows(preprocess: dict, rows: Sequence[Mapping[str, object] | Sequence[object]]) -> torch.Tensor:
+    """Encode new raw rows exactly as the training data was (for predicting from a checkpoint).
+
+    ``preprocess`` is ``DataBundle.preprocess`` (saved in checkpoints as ``ckpt["data"]["preprocess"]``).
+    A row is a mapping from column name to raw value (e.g. a ``csv.DictReader`` row; extra columns
+    such as the target are ignored) or a sequence of raw values in ``preprocess["features"]`` order.
+    Missing values (None or one of the ``na_values``) are imputed as in training; unseen categories
+    encode as all zeros.  Returns a float tensor of shape ``(len(rows), len(encoded_names(preprocess)))``.
+    """
+    features = preprocess["features"]
+    columns: dict[str, list] = {f: [] for f in features}
+    for n, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            absent = [f for f in features if f not in row]
+            if absent:
+                raise DataError(f"row {n + 1}: column {absent[0]!r} is missing; expected columns: {', '.join(features)}")
+            values = [row[f] for f in features]
+        else:
+            values = list(row)
+            if len(values) != len(features):
+                raise DataError(f"row {n + 1}: {len(values)} values, expected {len(features)} ({', '.join(features)})")
+        for f, v in zip(features, values):
+            columns[f].append("" if v is None else str(v).strip())
+    if not rows:
+        return torch.zeros(0, len(encoded_names(preprocess)))
+    return _encode(preprocess, columns, lambda i, col: f"row {i + 1}, column {col!r}")
+
+
+# ----------------------------------------------------------------------------- the loader
+def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
+    values = table.column(target, "dataset.target")
+    bad = [i for i, v in enumerate(values) if cells.is_missing(v)]
+    if not bad:
+        return
+    if cells.missing == "error":
+        raise cells.reject_missing(table.where(bad[0], target))
+    dropped = set(bad)
+    keep = [i for i in range(len(table)) if i not in dropped]
+    if not keep:
+        raise DataError(f"dataset.target: column {target!r} of {table.path} has no values")
+    log.warning("%s: %d row(s) without a value for the target %r are left out", table.path, len(bad), target)
+    table.lines = [table.lines[i] for i in keep]
+    table.columns = {h: [col[i] for i in keep] for h, col in table.columns.items()}
+
+
+def load_csv(cfg) -> DataBundle:
+    cells = Cells(cfg.na_values, cfg.missing)
+    main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter)
+    target = cfg.target
+    main.column(target, "dataset.target")
+    features = list(cfg.features) if cfg.features else [h for h in main.header if h != target]
+    for f in features:
+        main.column(f, "dataset.features")
+    if target in features:
+        raise DataError(f"dataset.features: the target {target!r} cannot also be a feature")
+    if not features:
+        raise DataError(f"dataset.features: {main.path} has no column besides the target {target!r}")
+    unknown = [c for c in cfg.categorical if c not in features]
+    if unknown:
+        raise DataError(f"dataset.categorical: {unknown[0]!r} is not a feature column; features: {', '.join(features)}")
+    _drop_missing_targets(main, target, cells)
+
+    test = None
+    if cfg.test_path:
+        test = Table(os.path.expanduser(cfg.test_path), "dataset.test_path", cfg.delimiter)
+        for c in [target, *features]:
+            test.column(c, "dataset.test_path")
+        _drop_missing_targets(test, target, cells)
+
+    task, classes = _fit_target(main.columns[target], cfg.task, target)
+    y_main = _targets(main.columns[target], task, classes, main, target)
+    tr, va, te = split_indices(len(main), cfg.val_fraction, 0 if test else cfg.test_fraction, cfg.seed)
+    train_rows = tr.tolist()
+
+    categorical = set(cfg.categorical)
+    columns = [_fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features]
+    preprocess = {
+        "kind": "csv", "target": target, "task": task, "classes": classes, "features": features,
+        "columns": columns, "na_values": list(cfg.na_values), "missing": cfg.missing,
+    }
+    x_main = _encode(preprocess, main.columns, main.where)
+    if test:
+        x_test = _encode(preprocess, test.columns, test.where)
+        y_test = _targets(test.columns[target], task, classes, test, target)
+    else:
+        x_test, y_test = x_main[te], y_main[te]
+
+    names = encoded_names(preprocess)
+    numeric = torch.tensor([c["kind"] == "numeric" for c in columns
+                            for _ in range(1 if c["kind"] == "numeric" else len(c["categories"]))])
+    x_train = x_main[tr]
+    # Numeric inputs are standardised with training-split statistics (inside the model); one-hot columns stay 0/1.
+    mean = torch.where(numeric, x_train.double().mean(0), 0.0).float()
+    std = x_train.double().std(0) if len(x_train) > 1 else torch.ones(len(names), dtype=torch.float64)
+    std = torch.where(numeric & (std > 1e-12), std, 1.0).float()
+    n_cat = sum(c["kind"] == "categorical" for c in columns)
+    log.info("csv %s: %d rows, %d numeric + %d categorical feature(s) -> %d inputs; %s%s", main.path, len(main),
+             len(columns) - n_cat, n_cat, len(names), task,
+             f" with {len(classes)} classes" if classes else "")
+    return DataBundle(
+        name="csv",
+        task=task,
+        x_train=x_train, y_train=y_main[tr], x_val=x_main[va], y_val=y_main[va], x_test=x_test, y_test=y_test,
+        x_mean=mean, x_std=std,
+        class_names=classes,
+        input_shape=(len(names),),
+        preprocess={**preprocess, "inputs": names},
+    )
