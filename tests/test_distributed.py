@@ -196,6 +196,17 @@ def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg
     assert str(e.value) == f"checkpoint not found: {tmp_path}/none"
 
 
+def test_more_ranks_than_the_machine_has_is_refused_before_starting(tmp_path, make_cfg):
+    from mlptrain import distributed
+    from mlptrain.config import ConfigError, parse
+
+    cores = len(os.sched_getaffinity(0))
+    run = parse(make_cfg(*TINY, f"trainer.devices={cores + 1}", "trainer.device=cpu"))
+    with pytest.raises(ConfigError, match=f"trainer.devices: {cores + 1} processes but this machine has {cores} CPU"):
+        distributed.launch(run, tmp_path, {})
+    assert not list(tmp_path.iterdir())
+
+
 # ----------------------------------------------------------------------------- SLURM via submitit
 def test_slurm_preset_asks_for_partition_time_gpus_memory_and_requeue(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

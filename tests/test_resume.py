@@ -97,8 +97,6 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
 
 
 @pytest.mark.parametrize("stop_after", [23, 70])  # mid-epoch, and on an epoch's last step
-@pytest.mark.xfail(strict=False, reason="order-dependent: passes alone and with the signal/resume files, "
-                   "failed twice in the full suite after the ddp/perf merges; see the issue 7 note")
 def test_sigint_mid_epoch_then_resume_is_bit_identical(train, make_cfg, tmp_path, monkeypatch, stop_after):
     from mlptrain import cli
     from mlptrain.progress import Progress

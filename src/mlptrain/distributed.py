@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import uuid
@@ -261,6 +262,7 @@ def launch(run, out_dir: Path, hparams: dict, overrides: list[str] | None = None
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     n = run.trainer.devices
+    _check_room(n, run.trainer.device)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=uuid.uuid4().hex,
                           rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
                           max_restarts=0, start_method=_start_method(run.trainer.device))
@@ -270,6 +272,10 @@ def launch(run, out_dir: Path, hparams: dict, overrides: list[str] | None = None
     levels = [logger.level for logger in noisy]
     for logger in noisy:
         logger.setLevel(logging.CRITICAL)
+    # The agent installs its own signal handlers and leaves them: restore ours (the next job of a
+    # sweep, or the trainer in this process, expects Ctrl-C to be a KeyboardInterrupt again).
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    env = os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE")
     try:
         with tempfile.TemporaryDirectory(prefix="mlptrain-ddp-") as errors:
             try:
@@ -281,7 +287,29 @@ def launch(run, out_dir: Path, hparams: dict, overrides: list[str] | None = None
     finally:
         for logger, level in zip(noisy, levels):
             logger.setLevel(level)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        if env is None:
+            os.environ.pop("TORCHELASTIC_SIGNALS_TO_HANDLE", None)
     return results[0]
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _check_room(n: int, device: str) -> None:
+    """Refuse, before starting anything, more ranks than this machine has GPUs (CUDA) or cores (CPU)."""
+    import torch
+
+    if device.startswith("cuda:"):
+        raise ConfigError(f"trainer.device: {device} would put every rank on one GPU; with trainer.devices use "
+                          "auto or cuda (rank r takes cuda:r)")
+    cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    room = torch.cuda.device_count() if cuda else _usable_cores()
+    if n > room and (cuda or device != "cuda"):
+        what = f"{room} CUDA device(s)" if cuda else f"{room} CPU core(s)"
+        raise ConfigError(f"trainer.devices: {n} processes but this machine has {what}; use at most {room}")
 
 
 def _start_method(device: str) -> str:
@@ -325,8 +353,6 @@ def _apply_log_spec(spec: tuple[int, list], main: bool) -> None:
 
 def _worker(raw: dict, out_dir: str, hparams: dict, overrides: list[str], log_spec, errors: str) -> dict:
     """One rank of ``mlptrain trainer.devices=N`` (the environment comes from the elastic agent)."""
-    import signal
-
     from omegaconf import OmegaConf
 
     from mlptrain.config import parse
@@ -340,8 +366,7 @@ def _worker(raw: dict, out_dir: str, hparams: dict, overrides: list[str], log_sp
         run = parse(OmegaConf.create(raw))
         # The job's threads (trainer.num_threads, else its cores) are shared by its ranks, not each
         # rank's: the Trainer then sets this per-rank count.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        run.trainer.num_threads = max(1, (run.trainer.num_threads or cores) // run.trainer.devices)
+        run.trainer.num_threads = max(1, (run.trainer.num_threads or _usable_cores()) // run.trainer.devices)
         from mlptrain.trainer import Trainer, out_of_memory
 
         try:
