@@ -138,6 +138,7 @@ class Contender:
         if self.kind == "mlptrain":
             return [*mlptrain_cmd(), "dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false",
                     f"model.hidden=[{args.hidden}]", f"trainer.batch_size={batch}", "optim=adam",
+                    "optim.lr=0.001", "scheduler=none",  # the bare loop's constant lr
                     f"trainer.epochs={args.epochs}", f"trainer.device={args.device}", f"hydra.run.dir={run_dir}",
                     *self.extra]
         script = HERE / ("bare_loop.py" if self.kind == "bare" else "dataloader_loop.py")
@@ -260,7 +261,7 @@ def scaling(args, work: Path) -> None:
 
     device = args.device
     overrides = ["dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false", "optim=adam",
-                 "trainer.progress=none", "trainer.checkpoint=false", f"trainer.device={device}"]
+                 "optim.lr=0.001", "scheduler=none", "trainer.progress=none", "trainer.checkpoint=false", f"trainer.device={device}"]
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
         data = load_dataset(parse(compose(config_name="config", overrides=overrides)).dataset)
     x = data.x_train.flatten(1).float().sub_(data.x_mean.flatten()).div_(data.x_std.flatten()).to(device)

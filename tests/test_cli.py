@@ -23,6 +23,8 @@ def test_help_lists_every_group_and_option(tmp_path):
     ("model.activation=relux", "model.activation: unknown value 'relux'; valid choices: relu, sigmoid"),
     ("dataset=nope", "dataset=nope: unknown option for group 'dataset'; valid choices: blobs"),
     ("trainer.epochs=-1", "trainer.epochs: must be >= 0"),
+    ("trainer.max_steps=18446744073709551616", "trainer.max_steps: must be < 2**63, got 18446744073709551616"),
+    ("dataset=spi\nrals", "dataset=spi\\nrals: unknown option for group 'dataset'"),
     ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
     ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
     ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),

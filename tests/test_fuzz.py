@@ -85,6 +85,7 @@ def near(default):
 
 
 NO_TRUE = {"trainer.compile"}  # torch.compile on CPU takes tens of seconds: fuzzed with junk only
+RUN_LENGTH = {"trainer.epochs", "trainer.max_steps"}  # a valid 2**48-step run is a user's right, not a fuzz case
 
 
 def render(v, quote: bool) -> str:
@@ -117,6 +118,8 @@ def overrides(draw) -> list[str]:
             value = draw(st.one_of(near(DEFAULTS[key]), VALUES, near(DEFAULTS[key])))
             if key in NO_TRUE and value is True:
                 value = "yes"
+            if key in RUN_LENGTH and type(value) is int and 12 < value < 2**63:
+                value = 2**63  # past the int64 step counter: must be refused, not trained
         out.append(f"{key}={render(value, draw(st.booleans()))}")
     return out
 

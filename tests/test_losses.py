@@ -155,6 +155,11 @@ def test_expected_calibration_error_against_a_direct_loop():
     assert expected_calibration_error(p, y).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_expected_calibration_error_of_a_diverged_model_is_nan_not_a_crash():
+    p = torch.tensor([[0.8, 0.2], [math.nan, math.nan], [0.3, 0.7]])
+    assert math.isnan(expected_calibration_error(p, torch.tensor([0, 1, 1])).item())
+
+
 def test_raw_mse_probabilities_are_a_distribution_and_accuracy_follows_the_raw_argmax():
     task = build_task(LossConfig(name="mse", output="raw"), {"name": "t", "task": "classification", "n_outputs": 3},
                       torch.zeros(()), torch.ones(()))

@@ -123,7 +123,7 @@ def test_event_file_has_scalars_config_and_hparams_in_one_run(train, tmp_path):
     content = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["optim.lr"].number_value == pytest.approx(1e-3)
+    assert start.hparams["optim.lr"].number_value == pytest.approx(2e-3)
     exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert "hparam/test_acc" in [m.name.tag for m in exp.metric_infos]
     assert "config" in "".join(acc.Tags().get("tensors", []))

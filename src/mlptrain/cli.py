@@ -91,7 +91,7 @@ def check_group_overrides(args: list[str]) -> None:
             continue
         for option in _sweep_values(value):
             if option not in groups[key] and option != "null":
-                raise ConfigError(f"{key}={option}: unknown option for group '{key}'; valid choices: "
+                raise ConfigError(f"{key}={_printable(option)}: unknown option for group '{key}'; valid choices: "
                                   f"{', '.join(groups[key])}")
 
 
@@ -110,6 +110,11 @@ def check_output_dirs(overrides) -> None:
         if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
             why = "not writable" if os.path.isdir(path) else "not a directory"
             raise ConfigError(f"{o.key_or_group}: cannot create {value}: {path} is {why}")
+
+
+def _printable(text: str) -> str:
+    """Text for a one-line message: control characters (a newline in an option name) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _sweep_values(value: str) -> list[str]:
@@ -242,7 +247,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     if distributed.env_rank() == 0:
         _record_failure(out_dir, msg)
     if code > 128:  # interrupted: stop here, a sweep included
-        print(f"mlptrain: {msg}", file=sys.stderr)
+        print(f"mlptrain: {_printable(msg)}", file=sys.stderr)
         sys.exit(code)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
@@ -252,7 +257,7 @@ def _hydra_main(cfg: DictConfig) -> float:
             # and, with hydra.sweeper.max_failure_rate, lets the study go on.
             raise TrialFailed(msg)
         return float("nan")
-    print(f"mlptrain: error: {msg}", file=sys.stderr)
+    print(f"mlptrain: error: {_printable(msg)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -387,7 +392,7 @@ def main() -> None:
                 raise ConfigError(str(e)) from None
         precompose(sys.argv[1:])
     except ConfigError as e:
-        print(f"mlptrain: error: {e}", file=sys.stderr)
+        print(f"mlptrain: error: {_printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     from hydra_plugins.mlptrain_slurm import register as register_slurm
     from hydra_plugins.mlptrain_sweeper import register as register_sweeper

@@ -158,7 +158,7 @@ DATASET_SCHEMAS: dict[str, type] = {
 @dataclass
 class ModelConfig:
     name: str = "mlp"  # mlp | linear
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     dropout: float = 0.0
     norm: str = "none"
@@ -263,7 +263,7 @@ SCHEDULERS = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
 
 @dataclass
 class SchedulerConfig:
-    name: str = "none"
+    name: str = "cosine"
     step_size: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step / exponential decay factor
     warmup_epochs: float = 0.0  # cosine: linear warmup length
@@ -331,8 +331,11 @@ class TrainerConfig:
     image_every_n_epochs: int = 0
 
     def __post_init__(self) -> None:
+        # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
         _check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
         _check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", f"must be -1 (off) or >= 1, got {self.max_steps}")
+        for key in ("epochs", "max_steps"):
+            _check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
         _check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         dev = self.device

@@ -243,7 +243,8 @@ def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 15)
     """ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by bin size."""
     conf, pred = p.max(1)
     correct = (pred == y).float()
-    idx = (conf * bins).long().clamp(max=bins - 1)
+    # Non-finite outputs (a diverged model) give a NaN ECE, not an out-of-range bin index.
+    idx = (conf.nan_to_num(0.0) * bins).long().clamp(0, bins - 1)
     count = torch.zeros(bins, device=p.device).index_add_(0, idx, torch.ones_like(conf))
     gap = torch.zeros(bins, device=p.device).index_add_(0, idx, correct - conf)
     return gap.abs().sum() / count.sum().clamp_min(1)

@@ -297,7 +297,7 @@ class Trainer:
             i = int(bad[0])
             good = losses[:i]
             last = f"{good[-1].item():.4g}" if len(good) else "none this epoch"
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = self._step_lr(i)
             raise TrainingError(
                 f"loss became non-finite at epoch {self.state.epoch + 1}, step {start_step + i + 1} (lr {lr:.3g}, "
                 f"last finite loss {last}); {self._kept()}. Lower optim.lr, set trainer.grad_clip, "
@@ -311,7 +311,7 @@ class Trainer:
             return
         finite = losses[torch.isfinite(losses)]
         last = f"{finite[-1].item():.4g}" if len(finite) else "none this epoch"
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self._step_lr()
         raise TrainingError(
             f"weights became non-finite in epoch {self.state.epoch + 1}, by step {self.state.step} (lr {lr:.3g}, "
             f"last finite loss {last}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
@@ -321,10 +321,18 @@ class Trainer:
         is not finite has diverged, and is not checkpointed."""
         if math.isfinite(val["loss"]):
             return
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self._step_lr()
         raise TrainingError(
             f"validation loss became non-finite after epoch {self.state.epoch + 1}, step {self.state.step} "
             f"(lr {lr:.3g}, train loss {train['loss']:.4g}); {self._kept()}. Lower optim.lr or set trainer.grad_clip")
+
+    def _step_lr(self, i: int = -1) -> float:
+        """The lr step i of this epoch used (default: the last step taken), for divergence messages: a
+        per-step schedule has already moved the optimizer's lr on to the next step's."""
+        lrs = self.schedule.step_lrs
+        if lrs:
+            return lrs[i] if -len(lrs) <= i < len(lrs) else lrs[-1]
+        return self.optimizer.param_groups[0]["lr"]
 
     def _kept(self) -> str:
         if self._last_saved:
