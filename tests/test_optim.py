@@ -247,10 +247,12 @@ def test_decay_exclusion_puts_exactly_biases_and_norm_parameters_in_the_no_decay
     before = {id(p): p.detach().clone() for p in model.parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
+    lr = groups[0]["lr"]
+    assert lr == pytest.approx(2e-3)  # adamw's default
     trainer.optimizer.step()
     for p in model.parameters():
         if id(p) in weights:
-            assert torch.allclose(p, before[id(p)] * (1 - 1e-3 * 0.01))
+            assert torch.allclose(p, before[id(p)] * (1 - lr * 0.01))
         else:
             assert torch.equal(p, before[id(p)])
 
