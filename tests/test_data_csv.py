@@ -62,6 +62,16 @@ def load(path, **kw) -> "DataBundle":  # noqa: F821
 
 
 # ----------------------------------------------------------------------------- end to end
+def test_a_table_edited_between_loads_is_read_again_also_through_a_home_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write_csv(tmp_path / "t.csv", penguins(n=40))
+    first = load("~/t.csv", target="species")
+    assert load("~/t.csv", target="species") is first  # unchanged: the process's copy
+    write_csv(path, penguins(n=80))
+    second = load("~/t.csv", target="species")
+    assert len(second.x_train) + len(second.x_val) + len(second.x_test) > len(first.x_train) + len(first.x_val) + len(first.x_test)
+
+
 def test_mixed_table_classifies_through_the_command(tmp_path):
     path = write_csv(tmp_path / "penguins.csv", penguins())
     r = mlptrain("dataset=csv", f"dataset.path={path}", "dataset.target=species", "trainer.epochs=15", *FAST,
@@ -231,6 +241,13 @@ def test_missing_value_rejected_when_asked(tmp_path):
     msg, path = _bad(tmp_path, rows, missing="error")
     assert msg == (f"dataset.path: {path} line 11, column 'bill_depth_mm': missing value (dataset.missing=error); "
                    "fill it in, or set dataset.missing=mean, median or most_frequent to impute")
+
+
+def test_missing_value_rejected_also_when_a_numeric_na_token_is_spelled_differently(tmp_path):
+    rows = penguins(n=30, missing=False)
+    rows[4][3] = "-999.0"  # na_values has -999: the same number
+    msg, path = _bad(tmp_path, rows, missing="error", na_values=["-999"])
+    assert msg.startswith(f"dataset.path: {path} line 6, column 'bill_depth_mm': missing value (dataset.missing=error)")
 
 
 def test_ragged_row_and_a_bad_test_file(tmp_path):

@@ -160,6 +160,17 @@ def test_expected_calibration_error_of_a_diverged_model_is_nan_not_a_crash():
     assert math.isnan(expected_calibration_error(p, torch.tensor([0, 1, 1])).item())
 
 
+@pytest.mark.parametrize("loss, logits, exact", [
+    ("cross_entropy", [[0.0, 40.0, 0.0]], 40 + math.log(1 + 2 * math.exp(-40))),  # p(0) underflows to ~1e-18
+    ("bce", [[60.0]], 60.0),  # 1 - sigmoid(60) is 0 in float32
+])
+def test_nll_of_a_confident_mistake_is_not_capped(loss, logits, exact):
+    """The nll metric comes from the logits: log(probabilities) would cap it at -log(1e-12) = 27.6."""
+    task = task_for(loss, 3 if loss == "cross_entropy" else 2)
+    m = task.metrics(torch.tensor(logits), torch.tensor([0]))
+    assert m["nll"] == pytest.approx(exact, rel=1e-5)
+
+
 def test_raw_mse_probabilities_are_a_distribution_and_accuracy_follows_the_raw_argmax():
     task = build_task(LossConfig(name="mse", output="raw"), {"name": "t", "task": "classification", "n_outputs": 3},
                       torch.zeros(()), torch.ones(()))

@@ -194,6 +194,15 @@ class Task:
             return p / p.sum(1, keepdim=True)
         return F.softmax(out.float(), 1)
 
+    def log_probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        """log p(class | x), from the logits where there are logits: log(softmax) in float32 rounds a
+        confident mistake's probability to 0, which would cap its NLL."""
+        if self.loss_name == "bce":
+            return torch.stack([F.logsigmoid(-out[:, 0]), F.logsigmoid(out[:, 0])], 1)
+        if self.loss_name == "mse" and self.mse_output == "raw":
+            return torch.log(self.probabilities(out).clamp_min(1e-12))  # no logits: a clipped distribution
+        return F.log_softmax(out.float(), 1)
+
     def predictive(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and spread (variance or Laplace scale) of the predictive distribution, in target units."""
         d = self.n_outputs
@@ -221,7 +230,7 @@ class Task:
         if self.task == "classification":
             p = self.probabilities(out)
             m["acc"] = (self.predicted_class(out) == y).float().mean()
-            m["nll"] = F.nll_loss(torch.log(p.clamp_min(1e-12)), y)
+            m["nll"] = F.nll_loss(self.log_probabilities(out), y)
             m["ece"] = expected_calibration_error(p, y)
         else:
             y = y.reshape(len(y), -1).float()
@@ -245,9 +254,8 @@ def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 15)
     correct = (pred == y).float()
     # Non-finite outputs (a diverged model) give a NaN ECE, not an out-of-range bin index.
     idx = (conf.nan_to_num(0.0) * bins).long().clamp(0, bins - 1)
-    count = torch.zeros(bins, device=p.device).index_add_(0, idx, torch.ones_like(conf))
     gap = torch.zeros(bins, device=p.device).index_add_(0, idx, correct - conf)
-    return gap.abs().sum() / count.sum().clamp_min(1)
+    return gap.abs().sum() / max(len(conf), 1)
 
 
 def build_task(loss_cfg, meta: dict, y_mean: torch.Tensor, y_std: torch.Tensor) -> Task:

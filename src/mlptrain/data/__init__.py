@@ -26,8 +26,8 @@ def _cache_key(cfg) -> str:
     import os
 
     # A table edited between jobs must be read again: its files' size and mtime are part of the key.
-    stats = [(p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in (getattr(cfg, "path", None),
-             getattr(cfg, "test_path", None)) if p and os.path.isfile(p)]
+    paths = [os.path.expanduser(p) for p in (getattr(cfg, "path", None), getattr(cfg, "test_path", None)) if p]
+    stats = [(p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths if os.path.isfile(p)]
     return repr((cfg, stats))
 
 

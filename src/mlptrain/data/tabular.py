@@ -237,13 +237,15 @@ def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where) -> to
     parts = []
     for col in preprocess["columns"]:
         name, values = col["name"], columns[col["name"]]
-        if cells.missing == "error":
-            gaps = [i for i, v in enumerate(values) if cells.is_missing(v)]
+        numeric = col["kind"] == "numeric"
+        parsed = cells.numbers(values, lambda i: where(i, name)) if numeric else None
+        if cells.missing == "error":  # a numeric column's gaps include NA tokens spelled as numbers (-999.0)
+            gaps = ([i for i, x in enumerate(parsed) if x is None] if numeric
+                    else [i for i, v in enumerate(values) if cells.is_missing(v)])
             if gaps:
                 raise cells.reject_missing(where(gaps[0], name))
-        if col["kind"] == "numeric":
+        if numeric:
             fill = col["fill"]
-            parsed = cells.numbers(values, lambda i: where(i, name))
             parts.append(torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)[:, None])
         else:
             index = {c: k for k, c in enumerate(col["categories"])}
