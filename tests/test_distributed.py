@@ -196,6 +196,16 @@ def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg
     assert str(e.value) == f"checkpoint not found: {tmp_path}/none"
 
 
+def test_compiled_ddp_ranks_match_one_process(tmp_path, make_cfg, reference):
+    """trainer.compile with DDP compiles the DDP module (not DDP around a compiled forward)."""
+    from mlptrain import distributed
+    from mlptrain.config import parse
+
+    run = parse(make_cfg(*DDP, "trainer.epochs=3", "trainer.devices=2", "trainer.compile=true",
+                         "trainer.compile_backend=eager"))
+    _same_curve(distributed.launch(run, tmp_path, {})["history"], reference["history"])
+
+
 def test_more_ranks_than_the_machine_has_is_refused_before_starting(tmp_path, make_cfg):
     from mlptrain import distributed
     from mlptrain.config import ConfigError, parse

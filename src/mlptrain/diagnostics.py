@@ -93,7 +93,7 @@ class Diagnostics:
         """After testing (the model holds the best weights): the test split's pictures."""
         if self.image_every >= 0 and self.classification:
             t0 = time.perf_counter()
-            self.classifier_pictures("test", self.t.data.x_test, self.t.data.y_test, step)
+            self.classifier_pictures("test", *self.t.test, step)  # the device copy _test evaluated
             self.seconds += time.perf_counter() - t0
         log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, self.t.state.train_time)
 
@@ -123,7 +123,7 @@ class Diagnostics:
             img = images.regression_fit(lambda p: task.mean_and_std(self.outputs(p)), data.x_train, data.y_train)
             self.tb.image("images/regression_fit", img, step)
         if self.classification:
-            self.classifier_pictures("val", data.x_val, data.y_val, step)
+            self.classifier_pictures("val", *self.t.val, step)  # the device copy evaluate() just ran on
 
     def classifier_pictures(self, split: str, x: torch.Tensor, y: torch.Tensor, step: int) -> None:
         p = self.t.task.probabilities(self.outputs(x)).cpu()

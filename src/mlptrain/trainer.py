@@ -153,11 +153,14 @@ class Trainer:
         self.schedule = build_scheduler(run.scheduler, self.optimizer, steps_per_epoch, self.total_steps,
                                         run.optim.lr, self.mode)
         self.autocast, self.scaler = self._precision()
-        self.forward = self._compile() if self.cfg.compile else self.model
-        self.train_forward = self.dist.wrap(self.forward)  # DDP for training steps only
+        compiled = self._compile if self.cfg.compile else (lambda module: module)
+        wrapped = self.dist.wrap(self.model)  # DDP for training steps only; the model itself in one process
+        self.forward = compiled(self.model)
+        self.train_forward = self.forward if wrapped is self.model else compiled(wrapped)  # compile DDP, not inside it
         self.state = State()
         self.best_weights = None
         self.last_outputs: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, outputs) of the last evaluate
+        self.test: tuple[torch.Tensor, torch.Tensor] | None = None  # the test split on the device, once tested
         self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
         self._resumed = False
         self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (TensorBoard cut)
@@ -171,8 +174,8 @@ class Trainer:
         scaler = torch.amp.GradScaler(dev) if p == "fp16" else None
         return autocast_for(p, self.device), scaler
 
-    def _compile(self):
-        return CompiledForward(self.model, self.cfg.compile_backend, self.cfg.compile_mode)
+    def _compile(self, module):
+        return CompiledForward(module, self.cfg.compile_backend, self.cfg.compile_mode)
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
@@ -473,7 +476,8 @@ class Trainer:
         """Test once, on the weights of the best validation epoch."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
-        return self.evaluate(self.data.x_test.to(self.device), self.data.y_test.to(self.device))
+        self.test = (self.data.x_test.to(self.device), self.data.y_test.to(self.device))
+        return self.evaluate(*self.test)
 
     def _final_scalars(self, test: dict) -> dict[str, float]:
         out = {f"best_val_{self.monitor}": self.state.best_value if self.state.best_value is not None else math.nan}
