@@ -45,6 +45,16 @@ def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path
     assert metrics["status"] == "failed" and metrics["error"].startswith("cannot write checkpoint")
 
 
+def test_metrics_that_cannot_be_written_are_one_line(tmp_path):
+    """metrics.json goes through the same guarded write as the checkpoints (here a folder is in its way)."""
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics.json").mkdir(parents=True)
+    r = mlptrain(*TINY, "trainer.checkpoint=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert re.fullmatch(f"mlptrain: error: cannot write metrics {run_dir}/metrics.json: .*; the previous one is "
+                        "kept\n", r.stderr), r.stderr
+
+
 def test_a_failed_write_leaves_no_temp_file_and_the_old_file(tmp_path):
     target = tmp_path / "last.pt"
     target.write_bytes(b"old")

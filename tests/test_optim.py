@@ -122,6 +122,9 @@ def test_max_steps_replaces_epochs_and_sizes_the_schedule(train, tmp_path):
     assert steps == list(range(1, 14))
     assert lrs == pytest.approx(_reference(lambda o: S.CosineAnnealingLR(o, T_max=13), 13), rel=1e-5)
     assert lrs[-1] < 0.02 * lrs[0]  # the cosine really ends with the run, not at some later epoch
+    # the partial last epoch's throughput counts the rows it trained on, not a whole epoch's
+    rows = [r["samples_per_s"] * r["time_s"] for r in m["history"]]
+    assert rows == pytest.approx([280, 280, 3 * 64], rel=1e-6)  # 70% of 400 rows; 3 steps of batch 64
 
 
 PER_EPOCH = {

@@ -85,7 +85,7 @@ def seed_everything(seed: int) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    checkpoint.atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+    checkpoint.write_bytes(path, json.dumps(data, indent=2).encode(), "metrics")  # a full disk: one line
 
 
 @dataclass
@@ -261,8 +261,10 @@ class Trainer:
         self._check_weights(losses)
         finite = losses[torch.isfinite(losses)]
         stats = {"loss": finite.mean().item() if len(finite) else float("nan")}
+        # rows this epoch trained on (all ranks): fewer than the split when max_steps ends it early
+        self._epoch_rows = min(n_steps * self.cfg.batch_size, len(self.data.y_train))
         if classification:
-            stats["acc"] = correct.item() / max(1, min(n_steps * batches.batch_size, len(batches.x)))
+            stats["acc"] = correct.item() / max(1, self._epoch_rows)
         if clip > 0:
             stats.update(self._clip_stats(norms, clip))
         return stats
@@ -372,7 +374,6 @@ class Trainer:
         diagnostics = self._diagnostics(tb) if self.dist.is_main else None  # rank 0 draws and writes
         tb.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
         progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
-        steps_per_epoch = len(self.train_batches)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
         log.info("data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)", self.meta["name"],
@@ -410,8 +411,8 @@ class Trainer:
                 state.stop_best, state.bad_epochs = value, 0
             else:
                 state.bad_epochs += 1
-            n_seen = min(steps_per_epoch * cfg.batch_size, len(self.data.y_train))
-            row = {"epoch": state.epoch, "step": state.step, "lr": lr, "time_s": dt, "samples_per_s": n_seen / dt,
+            row = {"epoch": state.epoch, "step": state.step, "lr": lr, "time_s": dt,
+                   "samples_per_s": self._epoch_rows / dt,
                    **{f"train/{k}": v for k, v in train.items()}, **{f"val/{k}": v for k, v in val.items()}}
             state.history.append(row)
             tb.scalars({k: v for k, v in row.items() if "/" in k}, state.epoch)
@@ -544,9 +545,10 @@ class Trainer:
 
     def _save(self, name: str, mid_epoch: dict | None = None, also: str | None = None) -> None:
         """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
-        if not self.dist.is_main:
-            return
         s = self.state
+        if not self.dist.is_main:  # rank 0 writes; the others' messages name its file
+            self._note_saved(name, also, mid_epoch)
+            return
         # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
         best_model = None if (s.best_epoch == s.epoch and mid_epoch is None) else self.best_weights
         rng = {"torch": torch.get_rng_state(), "data_order": self.train_batches.generator.get_state(),
@@ -576,7 +578,11 @@ class Trainer:
         })
         if also:
             checkpoint.duplicate(path, self.out_dir / also)
+        self._note_saved(name, also, mid_epoch)
+
+    def _note_saved(self, name: str, also: str | None, mid_epoch: dict | None) -> None:
         if "last.pt" in (name, also):
+            s = self.state
             self._last_saved = f"{self.out_dir / 'last.pt'} ({_position(s.epoch, s.step, mid_epoch is not None)})"
 
     def _resume(self, where: str) -> None:
@@ -620,7 +626,8 @@ class Trainer:
             raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
         self._resumed_saved_at = ckpt.get("saved_at")
-        checkpoint.remove_stale_temps(self.out_dir)  # a SIGKILL during a write leaves one behind
+        if self.dist.is_main:  # a SIGKILL during a write leaves one behind; only rank 0 writes here
+            checkpoint.remove_stale_temps(self.out_dir)
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
         log.info("resumed from %s at epoch %d, step %d%s", where, s.epoch, s.step, ", mid-epoch" if mid else "")
