@@ -24,7 +24,7 @@ class DeviceBatches:
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, device: torch.device,
-                 drop_last: bool = False, rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1):
         if batch_size < world:
             from mlptrain.config import ConfigError
 
@@ -32,15 +32,13 @@ class DeviceBatches:
                               f"split across; use at least {world}")
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size = batch_size
-        self.device = device
-        self.drop_last = drop_last and len(x) > batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world, self.share = rank, world, 1.0
 
     def __len__(self) -> int:
         n = len(self.x)
         tail = n % self.batch_size
-        if self.drop_last or 0 < tail < self.world:
+        if 0 < tail < self.world:
             return n // self.batch_size
         return -(-n // self.batch_size)
 
@@ -49,7 +47,7 @@ class DeviceBatches:
         if order is None:
             order = torch.randperm(len(self.x), generator=self.generator)
         self.order = order
-        perm = order.to(self.device, non_blocking=True)
+        perm = order.to(self.x.device, non_blocking=True)
         for i in range(start, len(self)):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             if self.world > 1:
@@ -58,8 +56,3 @@ class DeviceBatches:
                 idx = mine
             yield self.x[idx], self.y[idx]
 
-
-def eval_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int):
-    """Contiguous, unshuffled slices for evaluation."""
-    for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size], y[i:i + batch_size]

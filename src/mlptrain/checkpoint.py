@@ -120,11 +120,11 @@ def duplicate(src: Path, dst: Path) -> None:
         raise CheckpointError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is kept") from None
 
 
-def load(path: str | Path, map_location="cpu", in_dir: str = "last.pt") -> dict:
-    """Load and check a checkpoint (a run dir means its ``in_dir`` file); any problem is one CheckpointError."""
+def load(path: str | Path, map_location="cpu") -> dict:
+    """Load and check a checkpoint (a run dir means its last.pt); any problem is one CheckpointError."""
     path = Path(path)
     if path.is_dir():
-        path = path / in_dir
+        path = path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -40,7 +40,7 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_bias_norm: bool)
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(cfg, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     try:
         cls = _locate(cfg.target)
     except Exception:

@@ -22,7 +22,7 @@ import torch
 
 from mlptrain import checkpoint, signals
 from mlptrain.accel import CompiledForward, autocast_for
-from mlptrain.batches import DeviceBatches, eval_batches
+from mlptrain.batches import DeviceBatches
 from mlptrain.config import ConfigError, RunConfig
 from mlptrain.data import DataBundle, load_dataset
 from mlptrain.distributed import Dist, Silent
@@ -62,7 +62,7 @@ def out_of_memory(e: BaseException) -> TrainingError | None:
 def model_outputs(forward, x: torch.Tensor, batch_size: int, autocast=nullcontext) -> torch.Tensor:
     """Outputs for a whole split in ``batch_size`` slices (evaluation, test, eval and predict)."""
     with autocast():
-        return torch.cat([forward(xb) for xb, _ in eval_batches(x, x, batch_size)])
+        return torch.cat([forward(xb) for xb in x.split(batch_size)])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -140,7 +140,7 @@ class Trainer:
         self.train_batches = DeviceBatches(self.data.x_train, self.data.y_train, self.cfg.batch_size,
                                            run.seed, self.device, rank=self.dist.rank, world=self.dist.world)
         self.val = (self.data.x_val.to(self.device), self.data.y_val.to(self.device))
-        self.optimizer = build_optimizer(run.optim, self.model, self.device)
+        self.optimizer = build_optimizer(run.optim, self.model)
         steps_per_epoch = len(self.train_batches)
         # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last
         # epoch may be partial), and schedules that span the run are sized to it.
