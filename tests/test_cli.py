@@ -90,3 +90,21 @@ def test_multirun_gives_one_dir_and_metrics_per_job(tmp_path):
         assert "hparam/test_acc" in acc.Tags()["scalars"]
     assert set(rows[0]) == set(rows[1])
     assert [r["optim"].string_value for r in rows] == ["sgd", "adam"]
+
+
+def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mlptrain import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = mlptrain(*TINY, f"hydra.run.dir={blocker}/" + "${now:%H}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert r.stderr == (f"mlptrain: error: hydra.run.dir: cannot create {blocker}/" + "${now:%H}: "
+                        f"{blocker} is not a directory\n")
+    # A name that only starts like the file is a folder beside it, and is not resolved (no folder reserved).
+    parse = OverridesParser.create().parse_overrides
+    cli._reserved.clear()
+    cli.check_output_dirs(parse([f"hydra.run.dir={blocker}" + "${mlptrain.unique_dir:x}/run"]))
+    assert cli._reserved == {} and list(tmp_path.iterdir()) == [blocker]

@@ -102,9 +102,12 @@ def check_output_dirs(overrides) -> None:
         if o.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or o.is_sweep_override():
             continue
         value = o.value()
-        if not isinstance(value, str) or "${" in value:
+        if not isinstance(value, str):
             continue
-        path = os.path.abspath(value)
+        # Of an interpolated value only the folders before it are known: resolving it here would
+        # run its resolvers (mlptrain.unique_dir would reserve a folder).
+        static = value.split("${")[0]
+        path = os.path.abspath(static if static == value or static.endswith("/") else os.path.dirname(static))
         while not os.path.lexists(path):
             path = os.path.dirname(path)
         if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
