@@ -255,7 +255,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
-        if direction is not None and code != 130:
+        if direction is not None:
             # An optimising sweeper (Optuna) cannot take nan; a raised error marks the trial failed
             # and, with hydra.sweeper.max_failure_rate, lets the study go on.
             raise TrialFailed(msg)
