@@ -6,8 +6,9 @@ composes each job again to run it.  A composition costs ~0.1 s of CPU, and those
 largest per-job cost of a sweep of short jobs run in one process.
 
 ``mlptrain`` has already done that check for the whole sweep (command line and
-``hydra.sweeper.params``), once per distinct config structure rather than once per job, with one-line errors (``mlptrain.cli.precompose``): whether a config composes depends only on
-its config-group choices and Hydra settings, never on a plain value such as ``seed=3``.  So this
+``hydra.sweeper.params``), once per distinct config structure rather than once per job, with
+one-line errors (``mlptrain.cli.precompose``): whether a config composes depends only on its
+config-group choices and Hydra settings, never on a plain value such as ``seed=3``.  So this
 sweeper skips the per-batch composition; everything else is the basic sweeper.
 
 :func:`register` makes it what ``hydra/sweeper=basic`` (Hydra's default) means inside the
