@@ -90,3 +90,88 @@ def test_multirun_gives_one_dir_and_metrics_per_job(tmp_path):
         assert "hparam/test_acc" in acc.Tags()["scalars"]
     assert set(rows[0]) == set(rows[1])
     assert [r["optim"].string_value for r in rows] == ["sgd", "adam"]
+
+
+def test_glob_sweep_over_a_group_runs_each_matching_option(tmp_path):
+    d = tmp_path / "sweep"
+    r = mlptrain("-m", "dataset=glob(*oon*)", f"hydra.sweep.dir={d}", *TINY, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (job,) = [p for p in d.iterdir() if p.is_dir()]  # *oon*: moons only
+    assert "dataset=moons" in job.name and json.loads((job / "metrics.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--cfg", "job", "dataset=bogus"], "dataset=bogus: unknown option for group 'dataset'; valid choices: blobs"),
+    (["--cfg", "job", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
+    (["--info", "config", "optim.nosuch=2"], "Could not override 'optim.nosuch'. To append to your config use +"),
+])
+def test_cfg_and_info_report_bad_overrides_in_one_line(tmp_path, args, needle):
+    r = mlptrain(*args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr.startswith("mlptrain: error: ") and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_cfg_prints_a_config_that_composes_even_with_a_bad_value(tmp_path):
+    r = mlptrain("--cfg", "job", "optim.lr=-1", cwd=tmp_path)  # show what would run; only a run validates it
+    assert r.returncode == 0 and "lr: -1" in r.stdout, r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mlptrain import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = mlptrain(*TINY, f"hydra.run.dir={blocker}/" + "${now:%H}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert r.stderr == (f"mlptrain: error: hydra.run.dir: cannot create {blocker}/" + "${now:%H}: "
+                        f"{blocker} is not a directory\n")
+    # A name that only starts like the file is a folder beside it, and is not resolved (no folder reserved).
+    parse = OverridesParser.create().parse_overrides
+    cli._reserved.clear()
+    cli.check_output_dirs(parse([f"hydra.run.dir={blocker}" + "${mlptrain.unique_dir:x}/run"]))
+    assert cli._reserved == {} and list(tmp_path.iterdir()) == [blocker]
+
+
+def _experiment(tmp_path, sweep: str):
+    """A config folder for hydra.searchpath with experiment=mine sweeping ``optim: <sweep>``."""
+    (tmp_path / "cfg" / "experiment").mkdir(parents=True)
+    (tmp_path / "cfg" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /dataset: moons\noptim:\n  lr: 0.05\n"
+        f"hydra:\n  sweeper:\n    params:\n      optim: {sweep}\n      seed: 0,1\n")
+    return f"hydra.searchpath=[file://{tmp_path}/cfg]"
+
+
+def test_options_from_hydra_searchpath_are_accepted(tmp_path):
+    r = mlptrain("--cfg", "job", _experiment(tmp_path, "sgd"), "experiment=mine", cwd=tmp_path)
+    assert r.returncode == 0 and "lr: 0.05" in r.stdout, r.stderr
+    r = mlptrain(_experiment(tmp_path / "b", "sgd"), "experiment=nope", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "Could not find 'experiment/nope' Available options in 'experiment':" in r.stderr
+    assert " mine " in r.stderr  # the option from the search path is listed
+    assert "Config search path" not in r.stderr  # Hydra's list of folders is noise on one line
+
+
+def test_sweep_set_in_a_config_file_is_checked_before_any_job(tmp_path):
+    r = mlptrain("-m", _experiment(tmp_path, "sgd,bogus"), "experiment=mine", *TINY, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("mlptrain: error: In 'config': Could not find 'optim/bogus'"), r.stderr
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()  # no job ran
+
+
+def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mlptrain import cli
+
+    with initialize_config_module(config_module=cli.CONFIG_PACKAGE, version_base="1.3"):
+        primary = compose(config_name="config", overrides=["experiment=optimizer_showdown"], return_hydra_config=True)
+        parse = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides
+        sweep = parse(cli._sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
+    # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
+    assert cli._structures(sweep, cli.config_groups()) == [
+        [f"optim={o}", "seed=5", "experiment=optimizer_showdown"] for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]

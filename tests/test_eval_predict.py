@@ -99,6 +99,22 @@ def test_eval_on_another_split_or_dataset_config(runs):
     assert code == 2 and err == "mlptrain-eval: error: dataset moons does not fit the checkpoint: outputs 2, the model expects 3\n"
 
 
+def test_eval_overrides_that_do_not_compose_are_one_line(make_cfg):
+    from omegaconf import OmegaConf
+
+    from mlptrain.config import ConfigError
+    from mlptrain.evaluate import with_overrides
+
+    raw = OmegaConf.to_container(make_cfg())
+    with pytest.raises(ConfigError) as e:
+        with_overrides(raw, ["dataset=moons", "dataset.nosuch=1"])
+    assert str(e.value) == "Could not override 'dataset.nosuch'. To append to your config use +dataset.nosuch=1"
+    with pytest.raises(ConfigError) as e:  # as the training command says it (cli.compose_error)
+        with_overrides(raw, ["+dataset@extra=nope"])
+    assert str(e.value).startswith("In 'config': Could not find 'dataset/nope' Available options in 'dataset': blobs")
+    assert str(e.value).endswith(" spirals xor")  # no list of the folders searched
+
+
 def test_predict_writes_class_and_probabilities(runs, tmp_path):
     x, y, data = split(runs["cls"])
     out_csv = tmp_path / "pred.csv"

@@ -74,6 +74,23 @@ def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
     assert not (tmp_path / "outputs").exists()  # refused before any trial
 
 
+@pytest.mark.parametrize("rate", ["1.0", "0.0"])  # every trial failed / the study stopped at the first failure
+def test_optuna_study_of_failed_trials_ends_in_one_line_listing_each_failure_once(tmp_path, rate):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    d = tmp_path / "sweep"
+    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.max_failure_rate={rate}",
+                 f"hydra.sweep.dir={d}", "dataset=csv", f"dataset.path={tmp_path}/missing.csv", "dataset.target=y",
+                 cwd=tmp_path)
+    n = 2 if rate == "1.0" else 1
+    why = f"dataset.path: file not found: {tmp_path}/missing.csv"
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1] == f"mlptrain: error: {n} job(s) failed: " + "; ".join(
+        f"{i}: {why}" for i in range(n))
+    assert [m["error"] for m in job_metrics(d)] == [why] * n  # not overwritten as "TrialFailed: ..."
+    md = (d / "summary.md").read_text()
+    assert f"{n} job(s): {n} failed" in md and "TrialFailed" not in md and "| objective (best) |" in md
+
+
 def test_the_torch_free_direction_table_agrees_with_the_losses():
     from mlptrain import cli, losses
 

@@ -102,9 +102,12 @@ def check_output_dirs(overrides) -> None:
         if o.key_or_group not in ("hydra.run.dir", "hydra.sweep.dir") or o.is_sweep_override():
             continue
         value = o.value()
-        if not isinstance(value, str) or "${" in value:
+        if not isinstance(value, str):
             continue
-        path = os.path.abspath(value)
+        # Of an interpolated value only the folders before it are known: resolving it here would
+        # run its resolvers (mlptrain.unique_dir would reserve a folder).
+        static = value.split("${")[0]
+        path = os.path.abspath(static if static == value or static.endswith("/") else os.path.dirname(static))
         while not os.path.lexists(path):
             path = os.path.dirname(path)
         if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
@@ -252,7 +255,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         _failed_jobs.append(f"{hc.job.num}: {msg}")
         log.error("job %s failed: %s", hc.job.num, msg)
-        if direction is not None and code != 130:
+        if direction is not None:
             # An optimising sweeper (Optuna) cannot take nan; a raised error marks the trial failed
             # and, with hydra.sweeper.max_failure_rate, lets the study go on.
             raise TrialFailed(msg)
@@ -280,46 +283,51 @@ def _record_failure(out_dir: Path, msg: str) -> None:
 def compose_error(e: Exception) -> ConfigError:
     """Hydra's composition error, in its own words, on one line."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    return ConfigError(text.split(" full_key:")[0] + _plugin_hint(text))
+    text = text.split(" full_key:")[0].split(" Config search path:")[0]  # the folders searched: noise here
+    return ConfigError(text + _plugin_hint(text))
 
 
 def precompose(argv: list[str]) -> None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
-    report.  A sweep is composed once per distinct structure (every combination of its swept
-    config-group choices and Hydra settings, the first value of every other swept key; a plain
-    value cannot make composition fail), which is the check Hydra's basic sweeper would repeat
-    for every job (see hydra_plugins.mlptrain_sweeper); the first combination is also parsed."""
-    import itertools
-
+    report.  A sweep (its command-line sweeps and, for the basic sweeper, ``hydra.sweeper.params``
+    as experiment presets set them) is composed once per distinct structure: every combination of
+    its swept config-group choices and Hydra settings, the first value of every other swept key (a
+    plain value cannot make composition fail).  That is the check Hydra's basic sweeper would
+    repeat for every job (see hydra_plugins.mlptrain_sweeper); the first combination is also parsed."""
     from hydra import compose, initialize_config_module
     from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = get_args_parser().parse_args(argv)
-    if (args.help or args.hydra_help or args.info or args.cfg or args.shell_completion or args.config_dir
-            or args.config_path or args.config_name or args.experimental_rerun):
-        return
-    check_group_overrides(args.overrides)
-    groups = config_groups()
+    if (args.help or args.hydra_help or args.shell_completion or args.config_dir or args.config_path
+            or args.config_name or args.experimental_rerun):
+        return  # answered without this config, or from another one
+    # Options found through hydra.searchpath are not in config_groups(): composing judges them.
+    if not any(a.lstrip("+~").startswith("hydra.searchpath=") for a in args.overrides):
+        check_group_overrides(args.overrides)
+    composed: dict[tuple, DictConfig] = {}
+
+    def compose_once(overrides: list[str]) -> DictConfig:
+        if tuple(overrides) not in composed:
+            composed[tuple(overrides)] = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        return composed[tuple(overrides)]
+
     try:
-        slots = []  # per override, the alternatives to compose with
-        parsed = OverridesParser.create().parse_overrides(args.overrides)
-        for o in parsed:
-            if not o.is_sweep_override():
-                slots.append([o.input_line])
-                continue
-            values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-            if values:
-                key = o.get_key_element()
-                name = key.lstrip("+~").split("@", 1)[0]
-                structural = name in groups or name.startswith("hydra")
-                slots.append([f"{key}={v}" for v in (values if structural else values[:1])])
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfgs = [compose(config_name="config", overrides=list(c), return_hydra_config=True)
-                    for c in itertools.product(*slots)]
+            # With the config loader, glob() sweeps can list a group's options.
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            parsed = parser.parse_overrides(args.overrides)
+            sweep = parsed
+            if args.multirun:  # the sweeper starts from the config without the swept values
+                primary = compose_once([o.input_line for o in parsed if not o.is_sweep_override()])
+                sweep = parser.parse_overrides(_sweeper_params(primary)) + parsed
+            cfgs = [compose_once(c) for c in _structures(sweep, config_groups())]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         raise compose_error(e) from None
+    if args.cfg or args.info:
+        return  # Hydra only prints the config: no run dir is made and nothing is trained
     check_output_dirs(parsed)
     from omegaconf import open_dict
 
@@ -330,6 +338,33 @@ def precompose(argv: list[str]) -> None:
         sweeper = cfg.pop("hydra").get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
     check_direction(_sweep_direction(sweeper), cfg)
+
+
+def _sweeper_params(cfg: DictConfig) -> list[str]:
+    """``hydra.sweeper.params`` as overrides, as the basic sweeper reads them (other sweepers,
+    e.g. Optuna's, give them another meaning)."""
+    if cfg.hydra.runtime.choices.get("hydra/sweeper") != "basic":
+        return []
+    return [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
+
+
+def _structures(overrides, groups: dict) -> list[list[str]]:
+    """The override lists to compose a sweep with: one per combination of its swept group choices
+    and Hydra settings.  A later override of a key replaces an earlier one, as in the basic sweeper."""
+    import itertools
+
+    slots: dict[str, list[str]] = {}  # per key, the alternatives to compose with
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            slots[key] = [o.input_line]
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
+        if values:
+            name = key.lstrip("+~").split("@", 1)[0]
+            structural = name in groups or name.startswith("hydra")
+            slots[key] = [f"{key}={v}" for v in (values if structural else values[:1])]
+    return [list(c) for c in itertools.product(*slots.values())]
 
 
 PLUGINS = {"optuna": "optuna", "joblib": "joblib", "submitit": "submitit"}

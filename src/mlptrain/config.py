@@ -348,7 +348,6 @@ class TrainerConfig:
         _choice(self.precision, "trainer.precision", PRECISIONS)
         _check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
         _choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
-        _check(self.num_threads >= 0, "trainer.num_threads", f"must be >= 0, got {self.num_threads}")
         _check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
                f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
         _choice(self.mode, "trainer.mode", ("auto", "min", "max"))

@@ -95,7 +95,7 @@ def with_overrides(raw: dict, overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from mlptrain.cli import CONFIG_PACKAGE, check_group_overrides, config_groups
+    from mlptrain.cli import CONFIG_PACKAGE, check_group_overrides, compose_error, config_groups
 
     cfg = OmegaConf.create(raw)
     if not overrides:
@@ -117,8 +117,7 @@ def with_overrides(raw: dict, overrides: list[str]):
     except ConfigError:
         raise
     except Exception as e:  # Hydra/OmegaConf's own words, on one line
-        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ConfigError(text.split(" full_key:")[0]) from None
+        raise compose_error(e) from None
     OmegaConf.set_struct(cfg, False)
     return cfg
 

@@ -199,7 +199,7 @@ def to_markdown(s: dict) -> str:
     test_cols: list[str] = []
     for r in rows:
         test_cols += [c for c in r["columns"] if c.startswith("test/") and c not in test_cols]
-    obj_col = f"{monitor} (best)"
+    obj_col = f"{monitor or 'objective'} (best)"
     head = ["rank", "job", *varying, "status", obj_col, "best epoch", "epochs", *test_cols, "train s", "error"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -268,10 +268,11 @@ class SweepSummary(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:  # an unexpected exception: leave it beside the run
-            from mlptrain.cli import _record_failure
+            from mlptrain.cli import TrialFailed, _record_failure
 
             err = job_return._return_value
-            _record_failure(job_dir, f"{type(err).__name__}: {err}".splitlines()[0])
+            if not isinstance(err, TrialFailed):  # a TrialFailed job has recorded its own one-line error
+                _record_failure(job_dir, f"{type(err).__name__}: {err}".splitlines()[0])
         self._write(_sweep_dir_of(config, job_dir))
 
     def on_multirun_end(self, config, **kwargs) -> None:

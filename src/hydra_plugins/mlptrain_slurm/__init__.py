@@ -31,7 +31,7 @@ from mlptrain.signals import GracefulStop
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as base
-except ImportError:  # the optional extra (pip install mlptrain[slurm]) is not installed: nothing to offer
+except ImportError:  # the optional extra (pip install 'mlptrain[submitit]') is not installed: nothing to offer
     base = None
 
 log = logging.getLogger("mlptrain")
