@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import pickle
 import re
@@ -76,6 +77,11 @@ def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
         atomic_write(path, lambda f: f.write(data))
     except OSError as e:
         raise CheckpointError(f"cannot write {what} {path}: {e.strerror or e}; the previous one is kept") from None
+
+
+def write_json(path: Path, data: dict, what: str = "metrics") -> None:
+    """``data`` as indented JSON, written like :func:`write_bytes` (atomic; a failure is one line)."""
+    write_bytes(path, json.dumps(data, indent=2).encode(), what)
 
 
 def check_writable(folder: Path) -> None:

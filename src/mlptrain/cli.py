@@ -268,15 +268,15 @@ def _record_failure(out_dir: Path, msg: str) -> None:
     """Leave the error beside the run so sweeps and users can see why it stopped."""
     import json
 
-    from mlptrain.checkpoint import atomic_write
+    from mlptrain.checkpoint import CheckpointError, write_json
 
     try:
         metrics = out_dir / "metrics.json"
         data = json.loads(metrics.read_text()) if metrics.is_file() else {}
         status = data.get("status")
         data.update({"status": status if status in ("diverged", "interrupted") else "failed", "error": msg})
-        atomic_write(metrics, lambda f: f.write(json.dumps(data, indent=2).encode()))
-    except OSError:
+        write_json(metrics, data)
+    except (OSError, CheckpointError):  # the error itself is still printed
         pass
 
 

@@ -84,10 +84,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_json(path: Path, data: dict) -> None:
-    checkpoint.write_bytes(path, json.dumps(data, indent=2).encode(), "metrics")  # a full disk: one line
-
-
 @dataclass
 class State:
     """Everything the loop mutates; saved in checkpoints so resume is exact."""
@@ -540,7 +536,7 @@ class Trainer:
             "history": s.history,
         }
         if self.dist.is_main:
-            write_json(self.out_dir / "metrics.json", result)
+            checkpoint.write_json(self.out_dir / "metrics.json", result)
         return result
 
     def _save(self, name: str, mid_epoch: dict | None = None, also: str | None = None) -> None:
