@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -68,28 +67,46 @@ def scalars(run_dir: Path) -> dict:
             for tag in acc.Tags()["scalars"] if tag not in ("throughput/samples_per_s", "hparam/train_time_s")}
 
 
+# The child trains as `python -m mlptrain` would, and at step KILL_AT arms a timer thread that sends it a
+# real SIGKILL DELAY seconds later: the kill lands wherever the main thread is by then (a step, a checkpoint
+# write, the logging), yet always before the run ends, however fast the machine.
+KILLED_CHILD = """
+import os, signal, sys, threading
+from mlptrain.progress import Progress
+kill_at, delay = int(sys.argv[1]), float(sys.argv[2])
+step, seen = Progress.step, []
+def step_then_arm(self, i, n):
+    step(self, i, n)
+    seen.append(i)
+    if len(seen) == kill_at:
+        threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
+Progress.step = step_then_arm
+sys.argv = ["mlptrain", *sys.argv[3:]]
+from mlptrain.cli import main
+main()
+"""
+
+
 def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_path):
     from mlptrain import cli
 
     ref = tmp_path / "ref"
     train(*RUN, "trainer.epochs=5", out=ref, tiny=False)
 
+    # After epoch 1 (so last.pt exists) and 140+ steps before the end: those take far longer than the delay
+    # plus the wait for the GIL (a 5 ms switch interval), even on a fast machine.
+    kill_at, delay = random.randrange(70, 210), random.uniform(0.0, 0.002)
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *RUN, "trainer.epochs=5"], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:  # wait for the first epoch, then kill somewhere in the next ones
-        if "epoch   1/5" in line:
-            break
-    time.sleep(random.uniform(0.0, 0.3))
-    proc.kill()
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    proc = subprocess.run([sys.executable, "-c", KILLED_CHILD, str(kill_at), str(delay), *RUN, "trainer.epochs=5"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=240)
+    where = f"kill armed at step {kill_at}, {delay * 1e3:.2f} ms later"
+    assert proc.returncode == -signal.SIGKILL, f"{where}: {proc.stderr[-2000:]}"
     (run_dir,) = list((work / "outputs").glob("*/*"))
     killed_at = checkpoint.load(run_dir / "last.pt")
-    assert killed_at["step"] < 5 * 70
+    assert 70 <= killed_at["step"] < 5 * 70, where
 
     cli.run(make_cfg(*RUN, "trainer.epochs=5", f"trainer.resume={run_dir}"), run_dir)
     assert_same_run(ref, run_dir)

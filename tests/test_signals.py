@@ -16,8 +16,9 @@ from conftest import mlptrain
 from mlptrain import checkpoint
 from mlptrain.signals import Abort, GracefulStop
 
-# 53 steps an epoch: the signal lands in epoch 2 or at its start.
-LONG = ["dataset.n_samples=600", "model.hidden=[16]", "trainer.batch_size=8", "trainer.epochs=3",
+# 53 steps an epoch: the signal is sent as epoch 1's line is read, so it lands in epoch 2 or soon after.
+# Ten epochs leave 477 steps of margin, so a fast machine cannot finish before the signal arrives.
+LONG = ["dataset.n_samples=600", "model.hidden=[16]", "trainer.batch_size=8", "trainer.epochs=10",
         "trainer.progress=epoch"]
 
 
@@ -27,7 +28,7 @@ def start(tmp_path, *overrides):
     proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *LONG, *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:  # stop it during the second epoch
-        if "epoch   1/3" in line:
+        if "epoch   1/10" in line:
             return proc
     raise AssertionError(proc.stderr.read())
 
@@ -44,7 +45,7 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
     assert last.startswith(f"mlptrain: interrupted by {name} after step ") and "; resume with: mlptrain " in last, err
     (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
     saved = checkpoint.load(run_dir / "last.pt")
-    assert f"after step {saved['step']};" in last and 53 <= saved["step"] < 3 * 53
+    assert f"after step {saved['step']};" in last and 53 <= saved["step"] < 10 * 53
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     assert not list(run_dir.glob(".*.tmp"))
 
@@ -54,7 +55,7 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
         r = mlptrain(*cmd[1:], cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["status"] == "completed" and metrics["epochs"] == 3
+        assert metrics["status"] == "completed" and metrics["epochs"] == 10
         assert list((tmp_path / "outputs").glob("*/*")) == [run_dir]
 
 
