@@ -73,6 +73,34 @@ def test_a_poisoned_row_stops_the_run_or_is_skipped(make_cfg, tmp_path, policy):
     assert finite(tmp_path / "last.pt") and all(h["train/loss"] == h["train/loss"] for h in metrics["history"])
 
 
+def test_skipped_batches_do_not_count_in_train_accuracy(make_cfg, tmp_path):
+    """At an lr too small to move any weight, the epoch's train accuracy is the fixed model's accuracy on
+    exactly the rows of the batches it did not skip."""
+    from mlptrain.config import parse
+    from mlptrain.data import load_dataset
+    from mlptrain.trainer import Trainer
+
+    run = parse(make_cfg("trainer.epochs=1", "dataset.n_samples=200", "model.hidden=[8]", "trainer.batch_size=30",
+                         "optim=sgd", "optim.lr=1e-30", "scheduler=none", "trainer.progress=none",
+                         "trainer.nan_policy=skip_batch", "trainer.image_every_n_epochs=-1",
+                         "trainer.histogram_every_n_epochs=-1"))
+    data = load_dataset(run.dataset)
+    data.x_train[7, 0] = float("nan")
+    trainer = Trainer(run, tmp_path, data=data)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    acc = trainer.fit()["history"][0]["train/acc"]
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+    order, size = trainer.train_batches.order, 30
+    poisoned = (order == 7).nonzero().item() // size
+    kept = torch.cat([order[:poisoned * size], order[(poisoned + 1) * size:]])
+    assert len(kept) < len(order)
+    with torch.no_grad():
+        trainer.model.eval()
+        hits = trainer.task.predicted_class(trainer.model(data.x_train[kept])) == data.y_train[kept]
+    assert acc == hits.sum().item() / len(kept)
+
+
 def test_the_command_exits_1_with_one_line(tmp_path):
     r = mlptrain(*DIVERGE, cwd=tmp_path)
     assert r.returncode == 1

@@ -126,8 +126,9 @@ def duplicate(src: Path, dst: Path) -> None:
         raise CheckpointError(f"cannot write checkpoint {dst}: {e.strerror or e}; the previous one is kept") from None
 
 
-def load(path: str | Path, map_location="cpu") -> dict:
-    """Load and check a checkpoint (a run dir means its last.pt); any problem is one CheckpointError."""
+def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
+    """Load and check a checkpoint (a run dir means its last.pt); any problem is one CheckpointError.
+    ``mmap`` maps the tensors' storage instead of reading it: for a caller that wants only the metadata."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -141,7 +142,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
     if magic != b"PK\x03\x04":  # torch.save writes a zip archive
         raise CheckpointError(f"{path} is not an mlptrain checkpoint (not a file written by torch.save)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise CheckpointError(f"{path} is corrupt: {_first_sentence(e)}") from None

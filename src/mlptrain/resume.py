@@ -82,7 +82,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 
     from mlptrain import checkpoint
 
-    stored = checkpoint.load(target).get("overrides") or []
+    stored = checkpoint.load(target, mmap=True).get("overrides") or []  # the weights are not read
     try:
         stored_parsed = parser.parse_overrides(list(stored))
     except Exception:

@@ -257,10 +257,13 @@ class Trainer:
         self._check_weights(losses)
         finite = losses[torch.isfinite(losses)]
         stats = {"loss": finite.mean().item() if len(finite) else float("nan")}
-        # rows this epoch trained on (all ranks): fewer than the split when max_steps ends it early
-        self._epoch_rows = min(n_steps * self.cfg.batch_size, len(self.data.y_train))
-        if classification:
-            stats["acc"] = correct.item() / max(1, self._epoch_rows)
+        # rows this epoch went through (all ranks): fewer than the split when max_steps ends it early
+        size, n = self.cfg.batch_size, len(self.data.y_train)
+        self._epoch_rows = min(n_steps * size, n)
+        if classification:  # over the rows of the batches it trained on: a skipped batch counts no rows
+            skipped = (~torch.isfinite(losses)).nonzero().flatten().tolist() if self.cfg.nan_policy == "skip_batch" else []
+            trained = self._epoch_rows - sum(min((i + 1) * size, n) - i * size for i in skipped)
+            stats["acc"] = correct.item() / max(1, trained)
         if clip > 0:
             stats.update(self._clip_stats(norms, clip))
         return stats

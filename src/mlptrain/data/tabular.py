@@ -148,10 +148,11 @@ class Cells:
 
 # ----------------------------------------------------------------------------- fitting
 def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str], table: Table,
-                rows: list[int]) -> dict:
+                rows: list[int]) -> tuple[dict, list[float | None] | None]:
     """How to encode one feature: its kind, and from the training rows its categories and the fill value
-    for missing cells.  A column is numeric when most of its cells are numbers; the other cells of a
-    numeric column are then errors, reported with their line."""
+    for missing cells; with, for a numeric column, its parsed cells (so encoding does not parse them again).
+    A column is numeric when most of its cells are numbers; its other cells are then errors, reported
+    with their line."""
     parsed, bad = cells.parse(values)
     n_missing = parsed.count(None) - len(bad)
     if n_missing == len(values):
@@ -164,11 +165,11 @@ def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str
         if not present:
             raise DataError(f"dataset.features: column {name!r} has no values in the training split")
         fill = {"median": statistics.median, "most_frequent": _most_frequent}.get(cells.missing, statistics.fmean)(present)
-        return {"name": name, "kind": "numeric", "fill": float(fill)}
+        return {"name": name, "kind": "numeric", "fill": float(fill)}, parsed
     present = [values[i] for i in rows if not cells.is_missing(values[i])]
     if not present:
         raise DataError(f"dataset.features: column {name!r} has no values in the training split")
-    return {"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)}
+    return {"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)}, None
 
 
 def _most_frequent(values):
@@ -231,14 +232,18 @@ def encoded_names(preprocess: dict) -> list[str]:
     return names
 
 
-def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where) -> torch.Tensor:
-    """Encode raw (stripped string) columns, name -> values, into the model's float inputs."""
+def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where,
+            parsed_numbers: Mapping[str, list[float | None]] | None = None) -> torch.Tensor:
+    """Encode raw (stripped string) columns, name -> values, into the model's float inputs.
+    ``parsed_numbers``: numeric columns already parsed (and checked) by fitting."""
     cells = Cells(preprocess["na_values"], preprocess["missing"])
     parts = []
     for col in preprocess["columns"]:
         name, values = col["name"], columns[col["name"]]
         numeric = col["kind"] == "numeric"
-        parsed = cells.numbers(values, lambda i: where(i, name)) if numeric else None
+        parsed = None
+        if numeric:
+            parsed = (parsed_numbers or {}).get(name) or cells.numbers(values, lambda i: where(i, name))
         if cells.missing == "error":  # a numeric column's gaps include NA tokens spelled as numbers (-999.0)
             gaps = ([i for i, x in enumerate(parsed) if x is None] if numeric
                     else [i for i, v in enumerate(values) if cells.is_missing(v)])
@@ -332,12 +337,13 @@ def load_csv(cfg) -> DataBundle:
     train_rows = tr.tolist()
 
     categorical = set(cfg.categorical)
-    columns = [_fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features]
+    fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
+    columns = [spec for spec, _ in fitted.values()]
     preprocess = {
         "kind": "csv", "target": target, "task": task, "classes": classes, "features": features,
         "columns": columns, "na_values": list(cfg.na_values), "missing": cfg.missing,
     }
-    x_main = _encode(preprocess, main.columns, main.where)
+    x_main = _encode(preprocess, main.columns, main.where, {f: parsed for f, (_, parsed) in fitted.items() if parsed})
     if test:
         x_test = _encode(preprocess, test.columns, test.where)
         y_test = _targets(test.columns[target], task, classes, test, target)
