@@ -172,6 +172,26 @@ def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
         primary = compose(config_name="config", overrides=["experiment=optimizer_showdown"], return_hydra_config=True)
         parse = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides
         sweep = parse(cli._sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
+    groups = set(primary.hydra.runtime.choices)
     # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
-    assert cli._structures(sweep, cli.config_groups()) == [
+    assert cli._structures(sweep, groups, set(primary) - groups) == [
         [f"optim={o}", "seed=5", "experiment=optimizer_showdown"] for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
+
+
+def test_a_sweep_over_a_group_only_a_search_path_has_is_checked_before_any_job(tmp_path):
+    (tmp_path / "cfg" / "budget").mkdir(parents=True)
+    (tmp_path / "cfg" / "budget" / "short.yaml").write_text("# @package _global_\ntrainer:\n  epochs: 1\n")
+    search = f"hydra.searchpath=[file://{tmp_path}/cfg]"
+    r = mlptrain("-m", search, "+budget=short,nope", *TINY, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "Could not find 'budget/nope'" in r.stderr and "Available options in 'budget': short" in r.stderr
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()  # no job ran
+
+
+@pytest.mark.parametrize("sweep", ["hydra.job.chdir=true,false", "hydra/launcher=basic,joblib"])
+def test_sweeping_hydra_settings_is_one_line_before_any_job(tmp_path, sweep):
+    r = mlptrain("-m", sweep, *TINY, cwd=tmp_path)
+    key = sweep.split("=")[0]
+    assert r.returncode == 2 and r.stderr == (f"mlptrain: error: {key}: Hydra's own settings cannot be swept "
+                                              f"({sweep}); give it one value, and sweep mlptrain's keys and groups\n")
+    assert not (tmp_path / "multirun").exists()

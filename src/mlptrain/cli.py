@@ -319,11 +319,14 @@ def precompose(argv: list[str]) -> None:
             # With the config loader, glob() sweeps can list a group's options.
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
             parsed = parser.parse_overrides(args.overrides)
-            sweep = parsed
+            sweep, groups, plain = parsed, set(config_groups()), set()
             if args.multirun:  # the sweeper starts from the config without the swept values
                 primary = compose_once([o.input_line for o in parsed if not o.is_sweep_override()])
                 sweep = parser.parse_overrides(_sweeper_params(primary)) + parsed
-            cfgs = [compose_once(c) for c in _structures(sweep, config_groups())]
+                _check_hydra_sweeps(sweep)
+                groups |= set(primary.hydra.runtime.choices)  # with the groups hydra.searchpath adds
+                plain = set(primary) - groups
+            cfgs = [compose_once(c) for c in _structures(sweep, groups, plain)]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         raise compose_error(e) from None
     if args.cfg or args.info:
@@ -348,9 +351,19 @@ def _sweeper_params(cfg: DictConfig) -> list[str]:
     return [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
 
 
-def _structures(overrides, groups: dict) -> list[list[str]]:
+def _check_hydra_sweeps(overrides) -> None:
+    """Hydra refuses, in several lines and only once the sweep starts, to sweep its own settings."""
+    for o in overrides:
+        if o.is_sweep_override() and o.is_hydra_override():
+            raise ConfigError(f"{o.key_or_group}: Hydra's own settings cannot be swept ({_printable(o.input_line)}); "
+                              f"give it one value, and sweep mlptrain's keys and groups")
+
+
+def _structures(overrides, groups, plain=()) -> list[list[str]]:
     """The override lists to compose a sweep with: one per combination of its swept group choices
-    and Hydra settings.  A later override of a key replaces an earlier one, as in the basic sweeper."""
+    and Hydra settings.  A later override of a key replaces an earlier one, as in the basic sweeper.
+    ``groups``: the config groups; ``plain``: the top-level keys that are values, not groups (any other
+    undotted key may name a group only a search path has, so all its options are composed)."""
     import itertools
 
     slots: dict[str, list[str]] = {}  # per key, the alternatives to compose with
@@ -362,7 +375,7 @@ def _structures(overrides, groups: dict) -> list[list[str]]:
         values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
         if values:
             name = key.lstrip("+~").split("@", 1)[0]
-            structural = name in groups or name.startswith("hydra")
+            structural = name in groups or name.startswith("hydra") or ("." not in name and name not in plain)
             slots[key] = [f"{key}={v}" for v in (values if structural else values[:1])]
     return [list(c) for c in itertools.product(*slots.values())]
 
