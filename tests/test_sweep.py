@@ -143,3 +143,33 @@ def test_a_crashed_job_still_gets_its_row(tmp_path):
     assert rows[1]["error"].startswith("out of memory (tried to allocate")
     (crashed,) = [p for p in d.iterdir() if p.name.startswith("1_")]
     assert json.loads((crashed / "metrics.json").read_text())["status"] == "failed"  # kept beside the run
+
+
+@pytest.mark.parametrize("command, jobs, structures", [
+    (["trainer.epochs=1", "hydra.job.config.override_dirname.exclude_keys=[seed]"],
+     [["trainer.epochs=1", f"seed={s}"] for s in range(3)], 1),
+    ([], [["model.hidden=[8]", "optim.lr=0.1", "model.activation=tanh", "trainer.max_steps=null"],
+          ["model.hidden=[16,16]", "optim.lr=1e-3", "model.activation='relu'", "trainer.max_steps=${seed}"]], 1),
+    ([], [["optim=sgd", "optim.lr=0.1"], ["optim=adam", "optim.lr=0.01"], ["optim=sgd", "optim.lr=0.2"],
+          ["dataset=moons", "dataset.noise=0.3"], ["dataset=moons", "dataset.noise=0.1"]], 3),
+    ([], [["+trainer.extra=1", "seed=1"], ["+trainer.extra=2", "seed=2"], ["~trainer.grad_clip", "seed=3"],
+          ["experiment=optimizer_showdown", "seed=4"], ["seed=5", "experiment=optimizer_showdown"]], 5),
+])
+def test_the_launchers_config_cache_matches_hydras_composition(command, jobs, structures):
+    """Each job's config, composed once per structure and then given its values, equals Hydra's own
+    composition of that job: every key, Hydra's included (overrides.task, job.override_dirname)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from hydra_plugins.mlptrain_sweeper import SweepConfigs
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", command, RunMode.MULTIRUN)
+        cached = SweepConfigs(loader)
+        for job in jobs:
+            want, got = loader.load_sweep_config(master, job), cached.load_sweep_config(master, job)
+            assert OmegaConf.to_container(got) == OmegaConf.to_container(want), job
+            assert OmegaConf.is_struct(got) and OmegaConf.is_readonly(got.hydra) == OmegaConf.is_readonly(want.hydra)
+        assert len(cached._first) == structures  # composed once per structure, not per job
