@@ -13,6 +13,8 @@ indices, percentages) are stamped with a 3x5 pixel font.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -49,16 +51,28 @@ def text_size(text: str, scale: int) -> tuple[int, int]:
     return 5 * scale, (4 * len(text) - 1) * scale
 
 
+@functools.lru_cache(maxsize=256)
+def _ink(text: str, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel rows and columns of ``text``'s ink at ``scale``, from its top-left corner (a picture stamps
+    the same few labels hundreds of times)."""
+    ys, xs = [], []
+    for i, ch in enumerate(text):
+        glyph = _GLYPHS[ch].repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+        y, x = glyph.nonzero(as_tuple=True)
+        ys.append(y)
+        xs.append(x + 4 * scale * i)
+    return torch.cat(ys), torch.cat(xs)
+
+
 def draw_text(img: torch.Tensor, text: str, top: int, left: int, colour: torch.Tensor, scale: int = 1) -> None:
     """Stamp digits into ``img`` (3, H, W) in place; anything outside the canvas is clipped."""
     _, h, w = img.shape
-    for i, ch in enumerate(text):
-        glyph = _GLYPHS[ch].repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-        y0, x0 = top, left + 4 * scale * i
-        ys, xs = glyph.nonzero(as_tuple=True)
-        ys, xs = ys + y0, xs + x0
+    ys, xs = _ink(text, scale)
+    ys, xs = ys + top, xs + left
+    if top < 0 or left < 0 or top + 5 * scale > h or left + 4 * scale * len(text) > w:
         keep = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        img[:, ys[keep], xs[keep]] = colour[:, None].to(img.dtype)
+        ys, xs = ys[keep], xs[keep]
+    img[:, ys, xs] = colour[:, None].to(img.dtype)
 
 
 def draw_dots(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, colours: torch.Tensor,
@@ -158,11 +172,12 @@ def confusion_image(cm: torch.Tensor) -> torch.Tensor:
             draw_text(img, label, centre - th // 2, (margin - tw) // 2, DARK, scale)
     h100, w100 = text_size("100", scale)
     if cell >= w100 + 3:  # room for a percentage in every cell
+        rates = rate.tolist()
         for i in range(k):
             for j in range(k):
-                txt = str(int(round(100 * float(rate[i, j]))))
+                txt = str(int(round(100 * rates[i][j])))
                 th, tw = text_size(txt, scale)
-                ink = WHITE if rate[i, j] > 0.55 else DARK
+                ink = WHITE if rates[i][j] > 0.55 else DARK
                 draw_text(img, txt, margin + i * cell + (cell - th) // 2, margin + j * cell + (cell - tw) // 2,
                           ink, scale)
     return img
