@@ -93,8 +93,8 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
     ref = tmp_path / "ref"
     train(*RUN, "trainer.epochs=5", out=ref, tiny=False)
 
-    # After epoch 1 (so last.pt exists) and 140+ steps before the end: those take far longer than the delay
-    # plus the wait for the GIL (a 5 ms switch interval), even on a fast machine.
+    # Once epoch 1 has trained (its periodic checkpoints exist) and 140+ steps before the end: those take
+    # far longer than the delay plus the wait for the GIL (a 5 ms switch interval), even on a fast machine.
     kill_at, delay = random.randrange(70, 210), random.uniform(0.0, 0.002)
     work = tmp_path / "work"
     work.mkdir()
@@ -106,7 +106,7 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
     assert proc.returncode == -signal.SIGKILL, f"{where}: {proc.stderr[-2000:]}"
     (run_dir,) = list((work / "outputs").glob("*/*"))
     killed_at = checkpoint.load(run_dir / "last.pt")
-    assert 70 <= killed_at["step"] < 5 * 70, where
+    assert 63 <= killed_at["step"] < 5 * 70, where  # 63: a kill during epoch 1's validation keeps its last periodic one
 
     cli.run(make_cfg(*RUN, "trainer.epochs=5", f"trainer.resume={run_dir}"), run_dir)
     assert_same_run(ref, run_dir)
