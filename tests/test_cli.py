@@ -172,9 +172,8 @@ def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
         primary = compose(config_name="config", overrides=["experiment=optimizer_showdown"], return_hydra_config=True)
         parse = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides
         sweep = parse(cli._sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
-    groups = set(primary.hydra.runtime.choices)
     # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
-    assert cli._structures(sweep, groups, set(primary) - groups) == [
+    assert cli._structures(sweep, primary) == [
         [f"optim={o}", "seed=5", "experiment=optimizer_showdown"] for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
 
 

@@ -319,14 +319,12 @@ def precompose(argv: list[str]) -> None:
             # With the config loader, glob() sweeps can list a group's options.
             parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
             parsed = parser.parse_overrides(args.overrides)
-            sweep, groups, plain = parsed, set(config_groups()), set()
+            sweep, primary = parsed, None
             if args.multirun:  # the sweeper starts from the config without the swept values
                 primary = compose_once([o.input_line for o in parsed if not o.is_sweep_override()])
                 sweep = parser.parse_overrides(_sweeper_params(primary)) + parsed
                 _check_hydra_sweeps(sweep)
-                groups |= set(primary.hydra.runtime.choices)  # with the groups hydra.searchpath adds
-                plain = set(primary) - groups
-            cfgs = [compose_once(c) for c in _structures(sweep, groups, plain)]
+            cfgs = [compose_once(c) for c in _structures(sweep, primary)]
     except Exception as e:  # Hydra's own errors: keep their words, on one line
         raise compose_error(e) from None
     if args.cfg or args.info:
@@ -359,11 +357,17 @@ def _check_hydra_sweeps(overrides) -> None:
                               f"give it one value, and sweep mlptrain's keys and groups")
 
 
-def _structures(overrides, groups, plain=()) -> list[list[str]]:
+def names_a_value(key: str, cfg: DictConfig) -> bool:
+    """Whether an override of ``key`` sets a value of the composed ``cfg`` rather than choosing a config
+    group: a dotted key always does; an undotted one when ``cfg`` has it and it is not a group (a key it
+    lacks may name a group that only a search path has)."""
+    return "." in key or (key in cfg and key not in cfg.hydra.runtime.choices)
+
+
+def _structures(overrides, primary: DictConfig | None) -> list[list[str]]:
     """The override lists to compose a sweep with: one per combination of its swept group choices
     and Hydra settings.  A later override of a key replaces an earlier one, as in the basic sweeper.
-    ``groups``: the config groups; ``plain``: the top-level keys that are values, not groups (any other
-    undotted key may name a group only a search path has, so all its options are composed)."""
+    ``primary``: the sweep's config without its swept values (None: no sweep)."""
     import itertools
 
     slots: dict[str, list[str]] = {}  # per key, the alternatives to compose with
@@ -375,7 +379,7 @@ def _structures(overrides, groups, plain=()) -> list[list[str]]:
         values = list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
         if values:
             name = key.lstrip("+~").split("@", 1)[0]
-            structural = name in groups or name.startswith("hydra") or ("." not in name and name not in plain)
+            structural = primary is None or name.startswith("hydra") or not names_a_value(name, primary)
             slots[key] = [f"{key}={v}" for v in (values if structural else values[:1])]
     return [list(c) for c in itertools.product(*slots.values())]
 

@@ -86,11 +86,12 @@ def _plain_value(o: Any, master: DictConfig) -> bool:
     """An override that sets a value (not a group, not an addition or deletion) of a key the config has."""
     from hydra.core.override_parser.types import OverrideType
 
+    from mlptrain.cli import names_a_value
+
     if o.package is not None or o.type != OverrideType.CHANGE or o.is_hydra_override() or "/" in o.key_or_group:
         return False
-    key = o.key_or_group
-    if "." not in key and (key in master.hydra.runtime.choices or key not in master):
-        return False  # an undotted key may name a config group
+    if not names_a_value(o.key_or_group, master):
+        return False
     value = o.value()
     return not isinstance(value, dict) and not (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value))
 
