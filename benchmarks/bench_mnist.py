@@ -257,7 +257,7 @@ def scaling(args, work: Path) -> None:
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
     from mlptrain.progress import Progress
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     device = args.device
     overrides = ["dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false", "optim=adam",

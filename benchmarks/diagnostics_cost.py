@@ -80,7 +80,7 @@ def main() -> None:
     from mlptrain.diagnostics import Diagnostics
     from mlptrain.progress import Progress
     from mlptrain.tb import TensorBoard
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")

@@ -46,7 +46,7 @@ def test_fp16_skip_batch_keeps_the_scaler_consistent(make_cfg, tmp_path):
 
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     from conftest import TINY
 

@@ -9,7 +9,7 @@ from conftest import TINY, mlptrain
 
 
 def test_help_lists_every_group_and_option(tmp_path):
-    from mlptrain.cli import config_groups
+    from mlptrain.compose import config_groups
 
     r = mlptrain("--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -55,12 +55,12 @@ def test_single_run_writes_config_metrics_checkpoints_and_events(tmp_path):
 
 
 def test_two_runs_in_the_same_second_get_two_dirs():
-    from mlptrain import cli
+    from mlptrain import cli, compose
 
-    cli._reserved.clear()
-    a = cli.unique_dir("/tmp/mlptrain-test-unique/x")
-    cli._reserved.clear()  # a second process has its own memo
-    b = cli.unique_dir("/tmp/mlptrain-test-unique/x")
+    compose.reserved_dirs.clear()
+    a = compose.unique_dir("/tmp/mlptrain-test-unique/x")
+    compose.reserved_dirs.clear()  # a second process has its own memo
+    b = compose.unique_dir("/tmp/mlptrain-test-unique/x")
     assert a != b and b == a + "-1"
     import shutil
 
@@ -120,7 +120,7 @@ def test_cfg_prints_a_config_that_composes_even_with_a_bad_value(tmp_path):
 def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mlptrain import cli
+    from mlptrain import cli, compose
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -130,9 +130,9 @@ def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
                         f"{blocker} is not a directory\n")
     # A name that only starts like the file is a folder beside it, and is not resolved (no folder reserved).
     parse = OverridesParser.create().parse_overrides
-    cli._reserved.clear()
-    cli.check_output_dirs(parse([f"hydra.run.dir={blocker}" + "${mlptrain.unique_dir:x}/run"]))
-    assert cli._reserved == {} and list(tmp_path.iterdir()) == [blocker]
+    compose.reserved_dirs.clear()
+    compose.check_output_dirs(parse([f"hydra.run.dir={blocker}" + "${mlptrain.unique_dir:x}/run"]))
+    assert compose.reserved_dirs == {} and list(tmp_path.iterdir()) == [blocker]
 
 
 def _experiment(tmp_path, sweep: str):
@@ -166,14 +166,14 @@ def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mlptrain import cli
+    from mlptrain.compose import CONFIG_PACKAGE, structures, sweeper_params
 
-    with initialize_config_module(config_module=cli.CONFIG_PACKAGE, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         primary = compose(config_name="config", overrides=["experiment=optimizer_showdown"], return_hydra_config=True)
         parse = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()).parse_overrides
-        sweep = parse(cli._sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
+        sweep = parse(sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
     # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
-    assert cli._structures(sweep, primary) == [
+    assert structures(sweep, primary) == [
         [f"optim={o}", "seed=5", "experiment=optimizer_showdown"] for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
 
 

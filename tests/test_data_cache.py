@@ -12,7 +12,7 @@ import torch
 from test_data_vision import write_mnist
 
 from mlptrain.config import VisionConfig
-from mlptrain.data import _load
+from mlptrain.data import load_uncached
 from mlptrain.data.processed import cache_file
 
 FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_mean", "x_std")
@@ -46,21 +46,21 @@ def test_second_process_loads_the_cache_without_torchvision(tmp_path):
 
 def test_cached_bundle_equals_a_fresh_load(tmp_path):
     write_mnist(tmp_path)
-    fresh = _load(cfg(tmp_path))
-    again = _load(cfg(tmp_path))  # from the file
+    fresh = load_uncached(cfg(tmp_path))
+    again = load_uncached(cfg(tmp_path))  # from the file
     assert same(fresh, again)
-    assert _load(cfg(tmp_path, val_fraction=0.2)).x_val.shape[0] == 40  # another split: rebuilt, not reused
+    assert load_uncached(cfg(tmp_path, val_fraction=0.2)).x_val.shape[0] == 40  # another split: rebuilt, not reused
 
 
 def test_changed_source_files_rebuild_the_cache(tmp_path):
     write_mnist(tmp_path)
-    before = _load(cfg(tmp_path))
+    before = load_uncached(cfg(tmp_path))
     raw = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     data = bytearray(raw.read_bytes())
     data[-1] ^= 0xFF  # same size, new content and mtime
     raw.write_bytes(bytes(data))
     os.utime(raw, ns=(raw.stat().st_atime_ns, raw.stat().st_mtime_ns + 10**9))
-    after = _load(cfg(tmp_path))
+    after = load_uncached(cfg(tmp_path))
     assert not same(before, after)
 
 
@@ -68,22 +68,22 @@ def test_missing_sources_are_an_error_even_with_a_cache(tmp_path):
     from mlptrain.data import DataError
 
     write_mnist(tmp_path)
-    _load(cfg(tmp_path))
+    load_uncached(cfg(tmp_path))
     (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
-        _load(cfg(tmp_path))
+        load_uncached(cfg(tmp_path))
 
 
 def test_a_corrupt_cache_is_rebuilt(tmp_path):
     write_mnist(tmp_path)
-    fresh = _load(cfg(tmp_path))
+    fresh = load_uncached(cfg(tmp_path))
     cache_file(cfg(tmp_path)).write_bytes(b"not a tensor file")
-    assert same(fresh, _load(cfg(tmp_path)))
+    assert same(fresh, load_uncached(cfg(tmp_path)))
     assert torch.load(cache_file(cfg(tmp_path)), weights_only=True)["key"]["name"] == "mnist"
 
 
 def test_an_unwritable_cache_folder_just_means_no_cache(tmp_path):
     write_mnist(tmp_path)
     cache_file(cfg(tmp_path)).parent.write_text("a file where the cache folder would go")  # mkdir fails, even as root
-    assert len(_load(cfg(tmp_path)).y_train) == 180
-    assert len(_load(cfg(tmp_path)).y_train) == 180
+    assert len(load_uncached(cfg(tmp_path)).y_train) == 180
+    assert len(load_uncached(cfg(tmp_path)).y_train) == 180

@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import TINY, mlptrain
 
-from mlptrain import checkpoint
+from mlptrain import checkpoint, files
 from mlptrain.checkpoint import CheckpointError
 
 BIG = ["trainer.epochs=2", "dataset.n_samples=120", "model.hidden=[128,128]", "trainer.progress=none"]
@@ -62,7 +62,7 @@ def test_a_failed_write_leaves_no_temp_file_and_the_old_file(tmp_path):
     if pid == 0:  # a child with a tiny file-size limit tries to replace it
         resource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))
         try:
-            checkpoint.write_bytes(target, b"x" * 100, "checkpoint")
+            files.write_bytes(target, b"x" * 100, "checkpoint")
         except CheckpointError as e:
             os._exit(3 if "File too large; the previous one is kept" in str(e) else 4)
         os._exit(5)

@@ -186,34 +186,37 @@ def test_devices_2_sigterm_saves_mid_epoch_and_the_resume_continues_the_curve(tm
 
 
 def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg):
-    from mlptrain import distributed
+    from mlptrain import launch
+    from mlptrain.job import JobContext
     from mlptrain.checkpoint import CheckpointError
     from mlptrain.config import parse
 
     run = parse(make_cfg(*TINY, "trainer.devices=2", "trainer.device=cpu", f"trainer.resume={tmp_path}/none"))
     with pytest.raises(CheckpointError) as e:
-        distributed.launch(run, tmp_path, {})
+        launch.launch(run, tmp_path, JobContext())
     assert str(e.value) == f"checkpoint not found: {tmp_path}/none"
 
 
 def test_compiled_ddp_ranks_match_one_process(tmp_path, make_cfg, reference):
     """trainer.compile with DDP compiles the DDP module (not DDP around a compiled forward)."""
-    from mlptrain import distributed
+    from mlptrain import launch
+    from mlptrain.job import JobContext
     from mlptrain.config import parse
 
     run = parse(make_cfg(*DDP, "trainer.epochs=3", "trainer.devices=2", "trainer.compile=true",
                          "trainer.compile_backend=eager"))
-    _same_curve(distributed.launch(run, tmp_path, {})["history"], reference["history"])
+    _same_curve(launch.launch(run, tmp_path, JobContext())["history"], reference["history"])
 
 
 def test_more_ranks_than_the_machine_has_is_refused_before_starting(tmp_path, make_cfg):
-    from mlptrain import distributed
+    from mlptrain import launch
+    from mlptrain.job import JobContext
     from mlptrain.config import ConfigError, parse
 
     cores = len(os.sched_getaffinity(0))
     run = parse(make_cfg(*TINY, f"trainer.devices={cores + 1}", "trainer.device=cpu"))
     with pytest.raises(ConfigError, match=f"trainer.devices: {cores + 1} processes but this machine has {cores} CPU"):
-        distributed.launch(run, tmp_path, {})
+        launch.launch(run, tmp_path, JobContext())
     assert not list(tmp_path.iterdir())
 
 

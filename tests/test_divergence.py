@@ -11,7 +11,7 @@ import torch
 from conftest import mlptrain
 
 from mlptrain import checkpoint
-from mlptrain.trainer import TrainingError
+from mlptrain.errors import TrainingError
 
 # SGD at lr 1.5 on a small regression set: the loss grows ~10x a step and overflows at step 8.
 DIVERGE = ["dataset=sine", "loss=mse", "optim=sgd", "optim.lr=1.5", "trainer.batch_size=16", "trainer.epochs=3",
@@ -55,7 +55,7 @@ def test_a_poisoned_row_stops_the_run_or_is_skipped(make_cfg, tmp_path, policy):
     every epoch and finishes with finite weights."""
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     run = parse(make_cfg("trainer.epochs=3", "dataset.n_samples=200", "model.hidden=[8]", "trainer.batch_size=20",
                          "trainer.progress=none", f"trainer.nan_policy={policy}"))
@@ -78,7 +78,7 @@ def test_skipped_batches_do_not_count_in_train_accuracy(make_cfg, tmp_path):
     exactly the rows of the batches it did not skip."""
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     run = parse(make_cfg("trainer.epochs=1", "dataset.n_samples=200", "model.hidden=[8]", "trainer.batch_size=30",
                          "optim=sgd", "optim.lr=1e-30", "scheduler=none", "trainer.progress=none",

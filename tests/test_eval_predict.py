@@ -103,13 +103,13 @@ def test_eval_overrides_that_do_not_compose_are_one_line(make_cfg):
     from omegaconf import OmegaConf
 
     from mlptrain.config import ConfigError
-    from mlptrain.evaluate import with_overrides
+    from mlptrain.compose import with_overrides
 
     raw = OmegaConf.to_container(make_cfg())
     with pytest.raises(ConfigError) as e:
         with_overrides(raw, ["dataset=moons", "dataset.nosuch=1"])
     assert str(e.value) == "Could not override 'dataset.nosuch'. To append to your config use +dataset.nosuch=1"
-    with pytest.raises(ConfigError) as e:  # as the training command says it (cli.compose_error)
+    with pytest.raises(ConfigError) as e:  # as the training command says it (compose.compose_error)
         with_overrides(raw, ["+dataset@extra=nope"])
     assert str(e.value).startswith("In 'config': Could not find 'dataset/nope' Available options in 'dataset': blobs")
     assert str(e.value).endswith(" spirals xor")  # no list of the folders searched

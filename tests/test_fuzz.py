@@ -21,10 +21,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mlptrain import checkpoint, cli
+from mlptrain.cli.train import flatten
+from mlptrain.compose import CONFIG_PACKAGE, config_groups, precompose
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import VISION, ConfigError
 from mlptrain.data import DataError
-from mlptrain.trainer import TrainingError
+from mlptrain.errors import TrainingError
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError, TrainingError)
 BASE = [*TINY, "trainer.max_steps=1", "trainer.num_threads=0"]
@@ -38,7 +40,7 @@ def _leaf_keys() -> dict:
     keys = {}
     for extra in (["optim=sgd", "dataset=friedman1", "loss=gaussian_nll"], []):
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
-            keys.update(cli._flatten(OmegaConf.to_container(compose(config_name="config", overrides=extra))))
+            keys.update(flatten(OmegaConf.to_container(compose(config_name="config", overrides=extra))))
     return keys
 
 
@@ -48,11 +50,11 @@ def _offline(group: str, option: str) -> bool:
     """Options that need no download (image sets, and presets that pick one, would fetch data)."""
     from importlib import resources
 
-    text = (resources.files(cli.CONFIG_PACKAGE) / group / f"{option}.yaml").read_text()
+    text = (resources.files(CONFIG_PACKAGE) / group / f"{option}.yaml").read_text()
     return option not in VISION and not any(f"/dataset: {v}" in text for v in VISION)
 
 
-GROUPS = {g: [o for o in opts if _offline(g, o)] for g, opts in cli.config_groups().items()}
+GROUPS = {g: [o for o in opts if _offline(g, o)] for g, opts in config_groups().items()}
 DEFAULTS = _leaf_keys()
 KEYS = sorted(DEFAULTS) + sorted(GROUPS)
 
@@ -128,8 +130,8 @@ def attempt(argv: list[str], out: Path):
     """What `mlptrain ARGV` does, in-process: returns the metrics or raises a user error."""
     from hydra import compose, initialize_config_module
 
-    cli.precompose(argv)
-    with initialize_config_module(config_module=cli.CONFIG_PACKAGE, version_base="1.3"):
+    precompose(argv)
+    with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
         cfg = compose(config_name="config", overrides=argv)
     return cli.run(cfg, out)
 

@@ -89,9 +89,3 @@ def test_optuna_study_of_failed_trials_ends_in_one_line_listing_each_failure_onc
     assert [m["error"] for m in job_metrics(d)] == [why] * n  # not overwritten as "TrialFailed: ..."
     md = (d / "summary.md").read_text()
     assert f"{n} job(s): {n} failed" in md and "TrialFailed" not in md and "| objective (best) |" in md
-
-
-def test_the_torch_free_direction_table_agrees_with_the_losses():
-    from mlptrain import cli, losses
-
-    assert set(cli.MAXIMISED) == set(losses.MAXIMISE)

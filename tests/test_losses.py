@@ -13,7 +13,7 @@ from mlptrain.config import (LOSSES, SYNTHETIC_CLASSIFICATION, SYNTHETIC_REGRESS
                              SyntheticConfig, parse)
 from mlptrain.data.synthetic import load_synthetic
 from mlptrain.losses import METRICS, Task, build_task, elementwise_nll, expected_calibration_error, monitor_of
-from mlptrain.models import build_model
+from mlptrain.model import build_model
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

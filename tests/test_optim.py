@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlptrain.cli import config_groups
+from mlptrain.compose import config_groups
 from mlptrain.config import ConfigError, parse
 from mlptrain.optim import build_optimizer, build_scheduler
 
@@ -29,7 +29,7 @@ OPTIMIZERS = {  # option -> (torch class, settings the config must carry)
 
 
 def _model(make_cfg, *overrides):
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     run = parse(make_cfg("dataset.n_samples=120", "trainer.progress=none", *overrides))
     return Trainer(run, out_dir="/nonexistent-not-written"), run
@@ -201,7 +201,7 @@ def test_without_early_stopping_the_plateau_runs_all_epochs(train):
 
 # ----------------------------------------------------------------------------- clipping
 def _one_sgd_step(make_cfg, tmp_path, clip):
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     cfg = make_cfg("dataset.n_samples=120", "model.hidden=[16]", "trainer.progress=none", "optim=sgd",
                    "optim.lr=1.0", "trainer.max_steps=1", f"trainer.grad_clip={clip}", "trainer.checkpoint=false")

@@ -117,7 +117,7 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
 def test_sigint_mid_epoch_then_resume_is_bit_identical(train, make_cfg, tmp_path, monkeypatch, stop_after):
     from mlptrain import cli
     from mlptrain.progress import Progress
-    from mlptrain.trainer import TrainingInterrupted
+    from mlptrain.errors import TrainingInterrupted
 
     ref, run_dir = tmp_path / "ref", tmp_path / "run"
     train(*RUN, "trainer.epochs=3", out=ref, tiny=False)
@@ -166,7 +166,7 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
     """`mlptrain trainer.resume=<dir>` alone is the whole command, run in the same dir; what is given
     now wins over the run's own overrides."""
     from mlptrain import cli
-    from mlptrain.resume import resume_argv
+    from mlptrain.cli.resume import resume_argv
 
     given = ["dataset=moons", "trainer.epochs=1", "dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none"]
     run_dir = tmp_path / "outputs" / "day" / "run"
@@ -203,7 +203,7 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
 def test_resume_command_round_trips_awkward_paths(path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mlptrain.resume import resume_command
+    from mlptrain.compose import resume_command
 
     cmd = shlex.split(resume_command(Path(path)))
     assert cmd[0] == "mlptrain"
@@ -217,7 +217,7 @@ def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from mlptrain import cli
-    from mlptrain.resume import run_dir_of
+    from mlptrain.cli.resume import run_dir_of
 
     train(out=tmp_path / "first")
     copied = tmp_path / "elsewhere" / "x.pt"

@@ -13,7 +13,7 @@ import sys
 import pytest
 from conftest import mlptrain
 
-from mlptrain import checkpoint
+from mlptrain import checkpoint, files
 from mlptrain.signals import Abort, GracefulStop
 
 # 53 steps an epoch: the signal is sent as epoch 1's line is read, so it lands in epoch 2 or soon after.
@@ -106,5 +106,5 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(target, half_then_ctrl_c)
+        files.atomic_write(target, half_then_ctrl_c)
     assert target.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [target]

@@ -127,7 +127,7 @@ def test_pictures_reuse_the_evaluation_outputs(make_cfg, tmp_path):
     from conftest import TINY
 
     from mlptrain.config import parse
-    from mlptrain.trainer import Trainer
+    from mlptrain.train import Trainer
 
     trainer = Trainer(parse(make_cfg(*TINY, "trainer.image_every_n_epochs=0")), tmp_path)
     rows = []

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from mlptrain import checkpoint
-from mlptrain.cli import config_groups
+from mlptrain import checkpoint, files
+from mlptrain.compose import config_groups
 
 GROUP_DATASET = {  # options that need a dataset of another task than the default spirals
     ("loss", "bce"): "dataset=moons",
@@ -69,7 +69,7 @@ def test_checkpoint_round_trip_is_self_describing(train, tmp_path):
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
     from mlptrain.losses import build_task
-    from mlptrain.models import build_model
+    from mlptrain.model import build_model
 
     run, meta = parse(OmegaConf.create(ckpt["config"])), ckpt["data"]
     task = build_task(run.loss, meta, torch.zeros(()), torch.ones(()))
@@ -102,7 +102,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(target, boom)
+        files.atomic_write(target, boom)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 

@@ -1,4 +1,6 @@
-"""Mixed precision and torch.compile for the trainer, safe on every device.
+"""Devices, mixed precision and torch.compile for the trainer, safe on every device.
+
+``trainer.device``: :func:`resolve_device` turns auto/cpu/cuda[:N]/mps into a device that exists here.
 
 ``trainer.precision``: fp32, or bf16/fp16 autocast of the model's forward pass
 (the loss is computed in fp32 on its output; the trainer adds a gradient scaler for fp16).
@@ -20,9 +22,30 @@ from contextlib import nullcontext
 
 import torch
 
-from mlptrain.config import ConfigError
+from mlptrain.errors import ConfigError
 
 log = logging.getLogger("mlptrain")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.device: {name} requested but CUDA is not available here; valid: auto, cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device: {name} does not exist; {torch.cuda.device_count()} CUDA device(s) here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device: mps requested but not available here; valid: auto, cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def model_outputs(forward, x: torch.Tensor, batch_size: int, autocast=nullcontext) -> torch.Tensor:
+    """Outputs for a whole split in ``batch_size`` slices (evaluation, test, eval and predict)."""
+    with autocast():
+        return torch.cat([forward(xb) for xb in x.split(batch_size)])
 
 
 def autocast_for(precision: str, device: torch.device):

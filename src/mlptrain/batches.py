@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from mlptrain.errors import ConfigError
+
 
 class DeviceBatches:
     """Iterate ``(x, y)`` minibatches of a split held on ``device``, in a fresh seeded order each epoch.
@@ -26,8 +28,6 @@ class DeviceBatches:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world: int = 1):
         if batch_size < world:
-            from mlptrain.config import ConfigError
-
             raise ConfigError(f"trainer.batch_size: {batch_size} is smaller than the {world} processes it is "
                               f"split across; use at least {world}")
         self.x, self.y = x.to(device), y.to(device)

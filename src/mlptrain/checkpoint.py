@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from mlptrain.errors import CheckpointError
+from mlptrain.files import atomic_write, write_bytes
+
 FORMAT = "mlptrain-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint (or another run output) that cannot be written or read: one line for the user."""
 
 
 @functools.cache
@@ -39,60 +36,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[name.removesuffix("-core")] = "unknown"
     return out
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file in the same folder, fsync, then rename over ``path``.
-
-    A crash or a full disk leaves the previous file intact; the temp file is removed.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def remove_stale_temps(folder: Path) -> None:
-    """Drop the temp files of writes a killed process never finished (never the files themselves)."""
-    for tmp in Path(folder).glob(".*.tmp"):
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-
-
-def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
-    """Atomically write ``data``; a failure (full disk, no permission) is one CheckpointError line."""
-    try:
-        atomic_write(path, lambda f: f.write(data))
-    except OSError as e:
-        raise CheckpointError(f"cannot write {what} {path}: {e.strerror or e}; the previous one is kept") from None
-
-
-def write_json(path: Path, data: dict, what: str = "metrics") -> None:
-    """``data`` as indented JSON, written like :func:`write_bytes` (atomic; a failure is one line)."""
-    write_bytes(path, json.dumps(data, indent=2).encode(), what)
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before training, in one line, if run outputs cannot be written to ``folder``."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise CheckpointError(f"output dir {folder} is not writable: {e.strerror or e}") from None
 
 
 def save(path: Path, payload: dict) -> None:

@@ -16,34 +16,21 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mlptrain.checks import check, choice, finite
+from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
+from mlptrain.errors import ConfigError
+from mlptrain.registry import ACTIVATIONS, DATASETS, INITS, NORMS, SCHEDULERS, dataset_task, datasets
 
-class ConfigError(ValueError):
-    """A bad configuration value: the message is one line for the user."""
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
+__all__ = ["ConfigError", "CsvConfig", "SyntheticConfig", "VisionConfig", "RunConfig", "parse"]
 
 
-def _choice(value: str, key: str, choices) -> None:
-    _check(value in choices, key, f"unknown value {value!r}; valid choices: {', '.join(choices)}")
-
-
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "silu", "leaky_relu", "elu", "identity")
-NORMS = ("none", "batch", "layer")
-INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_THREADS = 4096
-SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
-SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
-VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
+SYNTHETIC_CLASSIFICATION = datasets(SyntheticConfig, "classification")
+SYNTHETIC_REGRESSION = datasets(SyntheticConfig, "regression")
+VISION = datasets(VisionConfig)
 # Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
 # misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
 LOSS_TASKS = {
@@ -59,101 +46,6 @@ LOSS_TASKS = {
 LOSSES = tuple(LOSS_TASKS)
 
 
-# ----------------------------------------------------------------------------- data
-@dataclass
-class SyntheticConfig:
-    """Embedded toy sets, generated from ``seed`` with no download."""
-
-    name: str = "spirals"
-    n_samples: int = 3000
-    noise: float = 0.2
-    n_classes: int = 3  # spiral arms / blob centres; moons, circles and xor are binary
-    n_features: int = 10  # friedman1 only (>= 5; the extra ones are noise)
-    seed: int = 0  # the data's own seed: fixed, so a seed sweep varies init and order, not data
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-
-    def __post_init__(self) -> None:
-        _choice(self.name, "dataset.name", SYNTHETIC_CLASSIFICATION + SYNTHETIC_REGRESSION)
-        _check(self.n_samples >= 30, "dataset.n_samples", f"must be >= 30, got {self.n_samples}")
-        _check(_finite(self.noise) and self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
-        _check(self.n_classes >= 2, "dataset.n_classes", f"must be >= 2, got {self.n_classes}")
-        _check(self.n_classes <= self.n_samples, "dataset.n_classes",
-               f"must be <= dataset.n_samples ({self.n_samples}), got {self.n_classes}")
-        _check(self.n_features >= 5, "dataset.n_features", f"must be >= 5, got {self.n_features}")
-        _split_fractions(self.val_fraction, self.test_fraction)
-
-    @property
-    def classes(self) -> int:
-        """Classes of a classification set: moons, circles and xor are binary."""
-        return self.n_classes if self.name in ("spirals", "blobs") else 2
-
-
-def _split_fractions(val: float, test: Optional[float]) -> None:
-    _check(_finite(val) and 0 < val < 1, "dataset.val_fraction", f"must be in (0, 1), got {val}")
-    if test is not None:
-        _check(_finite(test) and 0 < test < 1, "dataset.test_fraction", f"must be in (0, 1), got {test}")
-        _check(val + test < 1, "dataset.val_fraction", f"val_fraction + test_fraction must be < 1, got {val + test}")
-
-
-@dataclass
-class VisionConfig:
-    """torchvision image sets; pixels stay uint8 in memory and are normalised per batch."""
-
-    name: str = "mnist"
-    data_dir: str = "${oc.env:MLPTRAIN_DATA,${oc.env:HOME,.}/.cache/mlptrain}"
-    download: bool = True
-    val_fraction: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _choice(self.name, "dataset.name", VISION)
-        _check(bool(self.data_dir), "dataset.data_dir", "must be a folder path")
-        _split_fractions(self.val_fraction, None)
-
-
-MISSING_POLICIES = ("mean", "median", "most_frequent", "error")
-NA_VALUES = ["", "NA", "N/A", "NaN", "null", "None", "?"]
-
-
-@dataclass
-class CsvConfig:
-    """A user's own table: one row per example, one target column."""
-
-    name: str = "csv"
-    path: str = "???"
-    target: str = "???"
-    task: str = "auto"  # auto (integer/string target: classification, float: regression) | classification | regression
-    test_path: Optional[str] = None  # a separate test table; otherwise test_fraction of path is held out
-    features: Optional[list[str]] = None  # default: every column but the target
-    categorical: list[str] = field(default_factory=list)  # one-hot these even if they look numeric (codes, ids)
-    # Missing cells: imputed from the training split (numeric: mean/median/most frequent; categorical:
-    # most frequent) or rejected (error).
-    missing: str = "mean"
-    na_values: list[str] = field(default_factory=lambda: list(NA_VALUES))  # cells that mean "missing" (any case)
-    delimiter: str = ","
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")
-        _check(bool(self.target.strip()), "dataset.target", "must name the target column")
-        _choice(self.task, "dataset.task", ("auto", "classification", "regression"))
-        _choice(self.missing, "dataset.missing", MISSING_POLICIES)
-        if self.delimiter in ("tab", "\\t"):  # a tab is hard to type on a command line
-            self.delimiter = "\t"
-        _check(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character or tab, got {self.delimiter!r}")
-        _split_fractions(self.val_fraction, None if self.test_path else self.test_fraction)
-
-
-DATASET_SCHEMAS: dict[str, type] = {
-    **{n: SyntheticConfig for n in SYNTHETIC_CLASSIFICATION + SYNTHETIC_REGRESSION},
-    **{n: VisionConfig for n in VISION},
-    "csv": CsvConfig,
-}
-
-
 # ----------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
@@ -165,14 +57,14 @@ class ModelConfig:
     init: str = "default"
 
     def __post_init__(self) -> None:
-        _choice(self.name, "model.name", ("mlp", "linear"))
+        choice(self.name, "model.name", ("mlp", "linear"))
         if self.name == "mlp":
-            _check(len(self.hidden) > 0, "model.hidden", "an mlp needs at least one hidden size (use model=linear for none)")
-        _check(all(h >= 1 for h in self.hidden), "model.hidden", f"sizes must be positive integers, got {list(self.hidden)}")
-        _choice(self.activation, "model.activation", ACTIVATIONS)
-        _check(_finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-        _choice(self.norm, "model.norm", NORMS)
-        _choice(self.init, "model.init", INITS)
+            check(len(self.hidden) > 0, "model.hidden", "an mlp needs at least one hidden size (use model=linear for none)")
+        check(all(h >= 1 for h in self.hidden), "model.hidden", f"sizes must be positive integers, got {list(self.hidden)}")
+        choice(self.activation, "model.activation", ACTIVATIONS)
+        check(finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        choice(self.norm, "model.norm", NORMS)
+        choice(self.init, "model.init", INITS)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -186,15 +78,15 @@ class LossConfig:
     min_variance: float = 1e-6  # floor on the variance (Laplace: the scale), in standardised target units
 
     def __post_init__(self) -> None:
-        _choice(self.name, "loss.name", LOSSES)
-        _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
+        choice(self.name, "loss.name", LOSSES)
+        check(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
-        _check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
+        check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
                f"only applies to loss=cross_entropy, not loss={self.name}")
-        _choice(self.output, "loss.output", ("softmax", "raw"))
-        _check(_finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
-        _choice(self.variance, "loss.variance", ("softplus", "exp"))
-        _check(_finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
+        choice(self.output, "loss.output", ("softmax", "raw"))
+        check(finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
+        choice(self.variance, "loss.variance", ("softplus", "exp"))
+        check(finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
 
 
 def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
@@ -214,19 +106,6 @@ def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = N
     return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
 
 
-def dataset_task(ds: Any) -> Optional[tuple[str, Optional[int]]]:
-    """(task, classes) of a dataset config when known without loading it (classes None: unknown)."""
-    if isinstance(ds, SyntheticConfig):
-        if ds.name in SYNTHETIC_REGRESSION:
-            return "regression", None
-        return "classification", ds.classes
-    if isinstance(ds, VisionConfig):
-        return "classification", None
-    if isinstance(ds, CsvConfig) and ds.task != "auto":
-        return ds.task, None
-    return None
-
-
 # ----------------------------------------------------------------------------- optim
 @dataclass
 class OptimConfig:
@@ -239,26 +118,25 @@ class OptimConfig:
     decay_exclude_bias_norm: bool = False
 
     def __post_init__(self) -> None:
-        _check(_finite(self.lr) and self.lr > 0, "optim.lr", f"must be a positive number, got {self.lr}")
+        check(finite(self.lr) and self.lr > 0, "optim.lr", f"must be a positive number, got {self.lr}")
         wd = self.kwargs.get("weight_decay", 0.0)
-        _check(_finite(wd) and wd >= 0, "optim.weight_decay", f"must be >= 0, got {wd}")
+        check(finite(wd) and wd >= 0, "optim.weight_decay", f"must be >= 0, got {wd}")
         if "momentum" in self.kwargs:
             v = self.kwargs["momentum"]
-            _check(_finite(v) and 0 <= v < 1, "optim.momentum", f"must be in [0, 1), got {v}")
+            check(finite(v) and 0 <= v < 1, "optim.momentum", f"must be in [0, 1), got {v}")
         for key in ("alpha", "dampening"):  # RMSprop's smoothing constant, SGD's dampening
             if key in self.kwargs:
                 v = self.kwargs[key]
-                _check(_finite(v) and 0 <= v <= 1, f"optim.{key}", f"must be in [0, 1], got {v}")
+                check(finite(v) and 0 <= v <= 1, f"optim.{key}", f"must be in [0, 1], got {v}")
         if "betas" in self.kwargs:
             b = self.kwargs["betas"]
-            _check(isinstance(b, (list, tuple)) and len(b) == 2 and all(_finite(x) and 0 <= x < 1 for x in b),
+            check(isinstance(b, (list, tuple)) and len(b) == 2 and all(finite(x) and 0 <= x < 1 for x in b),
                    "optim.betas", f"must be two numbers in [0, 1), got {b}")
         if "eps" in self.kwargs:
-            _check(_finite(self.kwargs["eps"]) and self.kwargs["eps"] > 0, "optim.eps", f"must be > 0, got {self.kwargs['eps']}")
+            check(finite(self.kwargs["eps"]) and self.kwargs["eps"] > 0, "optim.eps", f"must be > 0, got {self.kwargs['eps']}")
 
 
 # ----------------------------------------------------------------------------- scheduler
-SCHEDULERS = ("none", "step", "exponential", "cosine", "onecycle", "plateau")
 
 
 @dataclass
@@ -277,18 +155,18 @@ class SchedulerConfig:
     patience: int = 5  # plateau
 
     def __post_init__(self) -> None:
-        _choice(self.name, "scheduler.name", SCHEDULERS)
-        _check(self.step_size >= 1, "scheduler.step_size", f"must be >= 1, got {self.step_size}")
-        _check(_finite(self.gamma) and 0 < self.gamma <= 1, "scheduler.gamma", f"must be in (0, 1], got {self.gamma}")
-        _check(_finite(self.warmup_epochs) and self.warmup_epochs >= 0, "scheduler.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        _check(_finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
-        _check(self.max_lr is None or (_finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr", f"must be > 0, got {self.max_lr}")
-        _check(_finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start", f"must be in (0, 1), got {self.pct_start}")
-        _check(_finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor", f"must be >= 1, got {self.div_factor}")
-        _check(_finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
+        choice(self.name, "scheduler.name", SCHEDULERS)
+        check(self.step_size >= 1, "scheduler.step_size", f"must be >= 1, got {self.step_size}")
+        check(finite(self.gamma) and 0 < self.gamma <= 1, "scheduler.gamma", f"must be in (0, 1], got {self.gamma}")
+        check(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "scheduler.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        check(finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
+        check(self.max_lr is None or (finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr", f"must be > 0, got {self.max_lr}")
+        check(finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start", f"must be in (0, 1), got {self.pct_start}")
+        check(finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor", f"must be >= 1, got {self.div_factor}")
+        check(finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
                f"must be >= 1, got {self.final_div_factor}")
-        _check(_finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
-        _check(self.patience >= 0, "scheduler.patience", f"must be >= 0, got {self.patience}")
+        check(finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
+        check(self.patience >= 0, "scheduler.patience", f"must be >= 0, got {self.patience}")
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -299,8 +177,8 @@ class EarlyStoppingConfig:
     min_delta: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.patience >= 0, "trainer.early_stopping.patience", f"must be >= 0, got {self.patience}")
-        _check(_finite(self.min_delta) and self.min_delta >= 0, "trainer.early_stopping.min_delta", f"must be >= 0, got {self.min_delta}")
+        check(self.patience >= 0, "trainer.early_stopping.patience", f"must be >= 0, got {self.patience}")
+        check(finite(self.min_delta) and self.min_delta >= 0, "trainer.early_stopping.min_delta", f"must be >= 0, got {self.min_delta}")
 
 
 @dataclass
@@ -332,32 +210,32 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
-        _check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", f"must be -1 (off) or >= 1, got {self.max_steps}")
+        check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
+        check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", f"must be -1 (off) or >= 1, got {self.max_steps}")
         for key in ("epochs", "max_steps"):
-            _check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
-        _check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+            check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
+        check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        _check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
-        _check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
-        _check(self.batch_size >= self.devices, "trainer.batch_size",
+        check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
+        check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
+        check(self.batch_size >= self.devices, "trainer.batch_size",
                f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
                "across the processes)")
-        _choice(self.precision, "trainer.precision", PRECISIONS)
-        _check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
-        _choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
-        _check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
+        choice(self.precision, "trainer.precision", PRECISIONS)
+        check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
+        choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
+        check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
                f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
-        _choice(self.mode, "trainer.mode", ("auto", "min", "max"))
-        _check(_finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
-        _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
-        _choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
+        choice(self.mode, "trainer.mode", ("auto", "min", "max"))
+        check(finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
+        check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
+        choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
         for key in ("histogram_every_n_epochs", "image_every_n_epochs"):
             v = getattr(self, key)
-            _check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")
+            check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")
 
 
 # ----------------------------------------------------------------------------- run
@@ -421,14 +299,14 @@ def parse(cfg: DictConfig) -> RunConfig:
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
-    _check(0 <= seed < 2**63, "seed", f"must be in [0, 2**63), got {seed}")
+    check(0 <= seed < 2**63, "seed", f"must be in [0, 2**63), got {seed}")
 
     ds_name = cfg.dataset.get("name")
-    if ds_name not in DATASET_SCHEMAS:
-        raise ConfigError(f"dataset.name: unknown dataset {ds_name!r}; valid choices: {', '.join(DATASET_SCHEMAS)}")
-    dataset = _typed(DATASET_SCHEMAS[ds_name], cfg.dataset, "dataset")
+    if ds_name not in DATASETS:
+        raise ConfigError(f"dataset.name: unknown dataset {ds_name!r}; valid choices: {', '.join(DATASETS)}")
+    dataset = _typed(DATASETS[ds_name].schema, cfg.dataset, "dataset")
     ds_seed = getattr(dataset, "seed", 0)
-    _check(0 <= ds_seed < 2**63, "dataset.seed", f"must be in [0, 2**63), got {ds_seed}")
+    check(0 <= ds_seed < 2**63, "dataset.seed", f"must be in [0, 2**63), got {ds_seed}")
     run = RunConfig(
         dataset=dataset,
         model=_typed(ModelConfig, cfg.model, "model"),

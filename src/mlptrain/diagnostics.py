@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mlptrain import images
-from mlptrain.models import ACTIVATIONS
+from mlptrain.model import ACTIVATIONS
 
 log = logging.getLogger("mlptrain")
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Laplace, Normal
 
-from mlptrain.config import ConfigError, loss_misfit
+from mlptrain.config import loss_misfit
+from mlptrain.errors import ConfigError
 
 PROBABILISTIC = ("gaussian_nll", "laplace_nll")
 LAPLACE = ("l1", "laplace_nll")  # regression losses whose noise model is Laplace; the rest are Gaussian

@@ -13,9 +13,11 @@ import math
 
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
-from mlptrain.config import ConfigError
+from mlptrain.errors import ConfigError
 from mlptrain.fast_optim import without_compiler_guards
+from mlptrain.registry import SCHEDULERS, resolve
 
 
 # Every normalisation layer torch has (batch/instance norm share _NormBase).
@@ -73,10 +75,8 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 def _locate(dotted: str):
     """``module.attr`` -> the object (like hydra.utils.get_class, which also logs an ERROR line on failure)."""
-    import importlib
-
     module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    return resolve(f"{module}:{name}")
 
 
 class Schedule:
@@ -118,36 +118,49 @@ class Schedule:
 
 
 def build_scheduler(cfg, optimizer, steps_per_epoch: int, total_steps: int, base_lr: float, mode: str) -> Schedule:
-    """Map ``scheduler=`` to torch.optim.lr_scheduler; warmup and cosine run per step."""
-    S = torch.optim.lr_scheduler
-    if cfg.name == "none":
-        return Schedule(None, per_step=False)
-    if cfg.name == "step":
-        return Schedule(S.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), per_step=False)
-    if cfg.name == "exponential":
-        return Schedule(S.ExponentialLR(optimizer, gamma=cfg.gamma), per_step=False)
-    if cfg.name == "plateau":
-        return Schedule(S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
-                                            min_lr=cfg.min_lr), per_step=False, on_metric=True)
-    total_steps = max(total_steps, 1)
-    if cfg.name == "onecycle":
-        # Cycling momentum would switch momentum *on* for plain SGD/RMSprop (and torch refuses
-        # optimizers without any, e.g. Adagrad): cycle it only where the optimizer uses it.
-        d = optimizer.defaults
-        has_momentum = "betas" in d or d.get("momentum", 0) > 0
-        pct = cfg.pct_start
-        if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up makes torch divide by zero
-            pct = 2.0 / total_steps if total_steps > 2 else 0.25
-        return Schedule(S.OneCycleLR(optimizer, max_lr=cfg.max_lr or base_lr, total_steps=total_steps,
-                                     pct_start=pct, div_factor=cfg.div_factor,
-                                     final_div_factor=cfg.final_div_factor,
-                                     cycle_momentum=cfg.cycle_momentum and has_momentum), per_step=True)
-    if cfg.name == "cosine":
-        warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps - 1)
-        cosine = S.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=cfg.min_lr)
-        if warmup == 0:
-            return Schedule(cosine, per_step=True)
-        linear = S.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
-        return Schedule(S.SequentialLR(optimizer, [linear, cosine], milestones=[warmup]), per_step=True)
-    raise ConfigError(f"scheduler.name: unknown {cfg.name!r}")
+    """Map ``scheduler=`` to torch.optim.lr_scheduler (through :data:`mlptrain.registry.SCHEDULERS`)."""
+    if cfg.name not in SCHEDULERS:
+        raise ConfigError(f"scheduler.name: unknown {cfg.name!r}; valid choices: {', '.join(SCHEDULERS)}")
+    return resolve(SCHEDULERS[cfg.name])(cfg, optimizer, steps_per_epoch, max(total_steps, 1), base_lr, mode)
 
+
+# One builder per scheduler name, all with build_scheduler's arguments; warmup and cosine run per step.
+def none_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    return Schedule(None, per_step=False)
+
+
+def step_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    return Schedule(lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), per_step=False)
+
+
+def exponential_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    return Schedule(lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma), per_step=False)
+
+
+def plateau_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    plateau = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                             min_lr=cfg.min_lr)
+    return Schedule(plateau, per_step=False, on_metric=True)
+
+
+def onecycle_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    # Cycling momentum would switch momentum *on* for plain SGD/RMSprop (and torch refuses
+    # optimizers without any, e.g. Adagrad): cycle it only where the optimizer uses it.
+    d = optimizer.defaults
+    has_momentum = "betas" in d or d.get("momentum", 0) > 0
+    pct = cfg.pct_start
+    if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up makes torch divide by zero
+        pct = 2.0 / total_steps if total_steps > 2 else 0.25
+    return Schedule(lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr or base_lr, total_steps=total_steps,
+                                            pct_start=pct, div_factor=cfg.div_factor,
+                                            final_div_factor=cfg.final_div_factor,
+                                            cycle_momentum=cfg.cycle_momentum and has_momentum), per_step=True)
+
+
+def cosine_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps - 1)
+    cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=cfg.min_lr)
+    if warmup == 0:
+        return Schedule(cosine, per_step=True)
+    linear = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    return Schedule(lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup]), per_step=True)

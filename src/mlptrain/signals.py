@@ -14,22 +14,13 @@ import signal
 import threading
 import time
 
-from mlptrain.distributed import launched
+from mlptrain.errors import Abort
+from mlptrain.parallel.env import launched
+
+__all__ = ["Abort", "GracefulStop"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REPEAT_S = 2.0  # DDP: a second signal sooner than this is the first one delivered twice
-
-
-class Abort(KeyboardInterrupt):
-    """A second stop signal: leave at once.  ``exit_code`` is 128 + signum, like the shell reports it."""
-
-    def __init__(self, signum: int, message: str = ""):
-        super().__init__(message or f"stopped at once by a second {signal.Signals(signum).name}")
-        self.signum, self.exit_code = signum, 128 + signum
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 class GracefulStop:

@@ -28,16 +28,19 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+
+from mlptrain.errors import TrialFailed
+from mlptrain.files import record_failure, write_text
 
 log = logging.getLogger("mlptrain")
 
 SEED_KEY = "seed"
 DONE = ("completed", "early_stopped")
-# Failures of the last multirun in this process, as "job: error" (read by cli.main for its exit code).
+# Failures of the last multirun, as "job: error": appended by the jobs run in this process and, at the
+# end, from the summary (jobs in other processes: joblib, submitit).  Read by cli.train.main for its exit code.
 failed_jobs: list[str] = []
 
 
@@ -223,23 +226,12 @@ def to_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temp file and rename: parallel jobs may rewrite the summary at the same moment."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_summary(sweep_dir: Path, s: dict | None = None) -> dict:
     """(Re)write ``summary.csv`` and ``summary.md`` in ``sweep_dir``; returns the summary."""
     s = s or summarize(Path(sweep_dir))
-    _write_text(Path(sweep_dir) / "summary.csv", to_csv(s))
-    _write_text(Path(sweep_dir) / "summary.md", to_markdown(s))
+    # atomic: parallel jobs may rewrite the summary at the same moment
+    write_text(Path(sweep_dir) / "summary.csv", to_csv(s), "sweep summary")
+    write_text(Path(sweep_dir) / "summary.md", to_markdown(s), "sweep summary")
     return s
 
 
@@ -268,17 +260,16 @@ class SweepSummary(Callback):
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         if job_return.status == JobStatus.FAILED:  # an unexpected exception: leave it beside the run
-            from mlptrain.cli import TrialFailed, _record_failure
-
             err = job_return._return_value
             if not isinstance(err, TrialFailed):  # a TrialFailed job has recorded its own one-line error
-                _record_failure(job_dir, f"{type(err).__name__}: {err}".splitlines()[0])
+                record_failure(job_dir, f"{type(err).__name__}: {err}".splitlines()[0])
         self._write(_sweep_dir_of(config, job_dir))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         s = self._write(Path(config.hydra.sweep.dir))
         if s is not None:  # this sweep's failures, for the exit code
-            failed_jobs[:] = failures({"rows": [r for r in s["rows"] if str(r["path"]) not in self.earlier]})
+            this_sweep = {"rows": [r for r in s["rows"] if str(r["path"]) not in self.earlier]}
+            failed_jobs.extend(f for f in failures(this_sweep) if f not in failed_jobs)
             log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
 
     @staticmethod

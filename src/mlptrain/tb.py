@@ -102,7 +102,7 @@ def drop_events_after(log_dir: Path, wall_time: float) -> int:
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from mlptrain.checkpoint import atomic_write
+    from mlptrain.files import atomic_write
 
     dropped = 0
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):

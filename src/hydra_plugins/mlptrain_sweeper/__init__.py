@@ -7,7 +7,7 @@ largest per-job cost of a sweep of short jobs run in one process.
 
 ``mlptrain`` has already done that check for the whole sweep (command line and
 ``hydra.sweeper.params``), once per distinct config structure rather than once per job, with
-one-line errors (``mlptrain.cli.precompose``): whether a config composes depends only on its
+one-line errors (``mlptrain.compose.precompose``): whether a config composes depends only on its
 config-group choices and Hydra settings, never on a plain value such as ``seed=3``.  So this
 sweeper skips the per-batch composition; everything else is the basic sweeper.
 
@@ -36,7 +36,7 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 class MlptrainSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Done before Hydra started, by ``mlptrain.cli.precompose``."""
+        """Done before Hydra started, by ``mlptrain.compose.precompose``."""
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:  # jobs in this process share the cache
@@ -86,7 +86,7 @@ def _plain_value(o: Any, master: DictConfig) -> bool:
     """An override that sets a value (not a group, not an addition or deletion) of a key the config has."""
     from hydra.core.override_parser.types import OverrideType
 
-    from mlptrain.cli import names_a_value
+    from mlptrain.compose import names_a_value
 
     if o.package is not None or o.type != OverrideType.CHANGE or o.is_hydra_override() or "/" in o.key_or_group:
         return False

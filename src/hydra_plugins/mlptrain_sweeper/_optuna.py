@@ -1,6 +1,6 @@
 """Hydra's Optuna sweeper, ending a study like mlptrain's other sweeps when its trials fail.
 
-Each failed trial has already been recorded and logged by ``mlptrain.cli`` (it raised
+Each failed trial has already been recorded and logged by ``mlptrain.cli.train`` (it raised
 ``TrialFailed``).  Optuna's sweeper then ends with an exception Hydra prints as a traceback,
 skipping ``on_multirun_end``: ``study.best_trial`` finds no completed trial, or the trials that
 exceed ``hydra.sweeper.max_failure_rate`` are re-raised.  Here the study just ends, so the sweep
@@ -21,7 +21,7 @@ log = logging.getLogger("mlptrain")
 
 class MlptrainOptunaSweeper(OptunaSweeper):
     def sweep(self, arguments):
-        from mlptrain.cli import TrialFailed
+        from mlptrain.errors import TrialFailed
 
         try:
             return super().sweep(arguments)

@@ -7,9 +7,9 @@ from typing import Optional
 
 import torch
 
+from mlptrain.errors import DataError
 
-class DataError(RuntimeError):
-    """A dataset that cannot be loaded: the message is one line for the user."""
+__all__ = ["DataBundle", "DataError", "split_indices", "standardisation"]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from mlptrain.data.bundle import DataBundle
+from mlptrain.files import atomic_write
 
 log = logging.getLogger("mlptrain")
 
@@ -59,8 +60,6 @@ def _read(path: Path, key: dict) -> DataBundle | None:
 
 
 def _write(path: Path, key: dict, sources: list[str], bundle: DataBundle) -> None:
-    from mlptrain.checkpoint import atomic_write
-
     blob = {"key": key, "sources": _fingerprint(sources),
             "bundle": {f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)}}
     try:

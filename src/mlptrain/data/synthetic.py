@@ -1,4 +1,7 @@
-"""Embedded toy sets, generated from a seed: 2-D classification and small regression problems."""
+"""Embedded toy sets, generated from a seed: 2-D classification and small regression problems.
+
+Each set is a function ``(cfg, generator) -> (x, y)`` named in :data:`mlptrain.registry.DATASETS`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ import math
 import torch
 
 from mlptrain.data.bundle import DataBundle, split_indices, standardisation
+from mlptrain.registry import DATASETS, resolve
 
 
-def _spirals(n, k, noise, g):
+def spirals(cfg, g):
+    n, k, noise = cfg.n_samples, cfg.n_classes, cfg.noise
     # CS231n-style arms: radius grows along the arm, angle winds with it.
     y = torch.arange(n) % k
     t = torch.rand(n, generator=g)
@@ -18,7 +23,8 @@ def _spirals(n, k, noise, g):
     return x, y
 
 
-def _moons(n, noise, g):
+def moons(cfg, g):
+    n, noise = cfg.n_samples, cfg.noise
     y = torch.arange(n) % 2
     a = torch.rand(n, generator=g) * math.pi
     x = torch.where(
@@ -29,7 +35,8 @@ def _moons(n, noise, g):
     return x + noise * torch.randn(n, 2, generator=g), y
 
 
-def _circles(n, noise, g):
+def circles(cfg, g):
+    n, noise = cfg.n_samples, cfg.noise
     y = torch.arange(n) % 2
     a = torch.rand(n, generator=g) * 2 * math.pi
     r = torch.where(y == 0, 1.0, 0.5)
@@ -37,31 +44,36 @@ def _circles(n, noise, g):
     return x + noise * 0.5 * torch.randn(n, 2, generator=g), y
 
 
-def _xor(n, noise, g):
+def xor(cfg, g):
+    n, noise = cfg.n_samples, cfg.noise
     x = torch.rand(n, 2, generator=g) * 2 - 1
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).long()
     return x + noise * 0.5 * torch.randn(n, 2, generator=g), y
 
 
-def _blobs(n, k, noise, g):
+def blobs(cfg, g):
+    n, k, noise = cfg.n_samples, cfg.n_classes, cfg.noise
     centres = torch.rand(k, 2, generator=g) * 10 - 5
     y = torch.arange(n) % k
     return centres[y] + (noise * 5) * torch.randn(n, 2, generator=g), y
 
 
-def _sine(n, noise, g):
+def sine(cfg, g):
+    n, noise = cfg.n_samples, cfg.noise
     x = torch.rand(n, 1, generator=g) * 6 - 3
     return x, torch.sin(x[:, 0]) + noise * torch.randn(n, generator=g)
 
 
-def _friedman1(n, d, noise, g):
+def friedman1(cfg, g):
+    n, d, noise = cfg.n_samples, cfg.n_features, cfg.noise
     x = torch.rand(n, d, generator=g)
     y = (10 * torch.sin(math.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2
          + 10 * x[:, 3] + 5 * x[:, 4])
     return x, y + noise * torch.randn(n, generator=g)
 
 
-def _heteroscedastic(n, noise, g):
+def heteroscedastic(cfg, g):
+    n, noise = cfg.n_samples, cfg.noise
     # Noise standard deviation grows linearly with x: noise at x=-3 up to 4*noise at x=3.
     x = torch.rand(n, 1, generator=g) * 6 - 3
     sigma = noise * (1 + (x[:, 0] + 3) / 2)
@@ -69,24 +81,16 @@ def _heteroscedastic(n, noise, g):
 
 
 def generate(cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(cfg.seed)
-    n, noise = cfg.n_samples, cfg.noise
-    make = {
-        "spirals": lambda: _spirals(n, cfg.n_classes, noise, g),
-        "moons": lambda: _moons(n, noise, g),
-        "circles": lambda: _circles(n, noise, g),
-        "xor": lambda: _xor(n, noise, g),
-        "blobs": lambda: _blobs(n, cfg.n_classes, noise, g),
-        "sine": lambda: _sine(n, noise, g),
-        "friedman1": lambda: _friedman1(n, cfg.n_features, noise, g),
-        "heteroscedastic": lambda: _heteroscedastic(n, noise, g),
-    }[cfg.name]
-    x, y = make()
+    """Inputs and targets of the synthetic set ``cfg.name``, from its own seed."""
+    spec = DATASETS[cfg.name]
+    x, y = resolve(spec.make)(cfg, torch.Generator().manual_seed(cfg.seed))
     return x.float(), y
 
 
 def n_classes(cfg) -> int:
-    return cfg.classes
+    """Classes of a classification set: its config's n_classes, or the fixed count (moons, circles and xor are binary)."""
+    classes = DATASETS[cfg.name].classes
+    return getattr(cfg, classes) if isinstance(classes, str) else classes
 
 
 def load_synthetic(cfg) -> DataBundle:

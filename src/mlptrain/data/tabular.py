@@ -363,7 +363,7 @@ def load_csv(cfg) -> DataBundle:
              len(columns) - n_cat, n_cat, len(names), task,
              f" with {len(classes)} classes" if classes else "")
     return DataBundle(
-        name="csv",
+        name=cfg.name,
         task=task,
         x_train=x_train, y_train=y_main[tr], x_val=x_main[va], y_val=y_main[va], x_test=x_test, y_test=y_test,
         x_mean=mean, x_std=std,

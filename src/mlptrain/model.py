@@ -12,16 +12,11 @@ import math
 import torch
 from torch import nn
 
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "identity": nn.Identity,
-}
+from mlptrain import registry
+from mlptrain.registry import resolve
+
+# Every activation class the registry names (diagnostics find activations by these types).
+ACTIVATIONS = {name: resolve(ref) for name, ref in registry.ACTIVATIONS.items()}
 
 
 class Standardize(nn.Module):
@@ -72,10 +67,8 @@ class MLP(nn.Module):
             layers.append(linear)
             if i == len(self.sizes) - 2:
                 break  # the output layer: no norm, activation or dropout
-            if norm == "batch":
-                layers.append(nn.BatchNorm1d(b))
-            elif norm == "layer":
-                layers.append(nn.LayerNorm(b))
+            if registry.NORMS[norm] is not None:
+                layers.append(resolve(registry.NORMS[norm])(b))
             layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

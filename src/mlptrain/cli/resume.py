@@ -13,11 +13,13 @@ Torch is imported only when a resume is asked for (the checkpoint has to be read
 
 from __future__ import annotations
 
-import os
-import shlex
 from pathlib import Path
 
-RESUME_KEY = "trainer.resume"
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from mlptrain.compose import RESUME_KEY, hydra_value, parse_args
+from mlptrain.errors import ConfigError
+
 
 
 def run_dir_of(target: str | Path) -> Path | None:
@@ -32,42 +34,15 @@ def run_dir_of(target: str | Path) -> Path | None:
     return None
 
 
-def hydra_value(text: str) -> str:
-    """``text`` as a Hydra override value: bare if it parses back unchanged, else single-quoted."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for candidate in (text, "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"):
-        try:
-            if parser.parse_overrides([f"k={candidate}"])[0].value() == text:
-                return candidate
-        except Exception:  # Hydra's grammar errors: try the quoted form
-            continue
-    return "'" + text + "'"
-
-
-def resume_command(run_dir: Path) -> str:
-    """The exact shell command that resumes ``run_dir`` (relative to the working dir when inside it)."""
-    run_dir = Path(run_dir).resolve()
-    rel = os.path.relpath(run_dir)
-    shown = rel if not rel.startswith("..") else str(run_dir)
-    return "mlptrain " + shlex.quote(f"{RESUME_KEY}={hydra_value(shown)}")
-
-
 def _key(parsed) -> str:
     return parsed.key_or_group
 
 
 def resume_argv(argv: list[str]) -> list[str]:
     """Rewrite a ``trainer.resume=...`` command line as described in the module docstring."""
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from mlptrain.config import ConfigError
-
     if not any(a.lstrip("+~").startswith(RESUME_KEY + "=") for a in argv):
         return argv
-    args = get_args_parser().parse_args(argv)
+    args = parse_args(argv)
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args.overrides)
@@ -80,7 +55,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"{RESUME_KEY}: resume one run at a time (without -m/--multirun)")
     target = str(resume[-1].value())
 
-    from mlptrain import checkpoint
+    from mlptrain import checkpoint  # torch: a resume has to read the checkpoint
 
     stored = checkpoint.load(target, mmap=True).get("overrides") or []  # the weights are not read
     try:

@@ -21,62 +21,28 @@ from pathlib import Path
 import torch
 
 from mlptrain import checkpoint, signals
-from mlptrain.accel import CompiledForward, autocast_for
+from mlptrain.accel import CompiledForward, autocast_for, model_outputs, resolve_device
 from mlptrain.batches import DeviceBatches
-from mlptrain.config import ConfigError, RunConfig
-from mlptrain.data import DataBundle, load_dataset
-from mlptrain.distributed import Dist, Silent
+from mlptrain.compose import resume_command
+from mlptrain.config import RunConfig
+from mlptrain.data import load_dataset
+from mlptrain.data.bundle import DataBundle
+from mlptrain.errors import Abort, CheckpointError, ConfigError, TrainingError, TrainingInterrupted
+from mlptrain.files import remove_stale_temps, write_json
 from mlptrain.losses import Task, build_task, monitor_of
-from mlptrain.models import build_model, count_parameters
+from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import build_optimizer, build_scheduler
+from mlptrain.parallel.collectives import Dist
 from mlptrain.progress import Progress
-from mlptrain.resume import resume_command
+
+
+class Silent:
+    """Stands in for TensorBoard (or any writer) on ranks that must not write: every call is a no-op."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 log = logging.getLogger("mlptrain")
-
-
-class TrainingError(RuntimeError):
-    """Training stopped for a reason the user must see (divergence): one line."""
-
-
-class TrainingInterrupted(TrainingError):
-    """A SIGINT/SIGTERM stopped training after a step; ``last.pt`` holds it.  Exit code 128 + signum."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def out_of_memory(e: BaseException) -> TrainingError | None:
-    """A failed allocation (host or GPU) as one line, or None for any other error."""
-    text = str(e).strip()
-    if not (isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
-            or "out of memory" in text.lower()):
-        return None
-    detail = text.split("you tried to allocate ")[-1].split(".")[0] if "tried to allocate" in text else ""
-    return TrainingError("out of memory" + (f" (tried to allocate {detail})" if detail else "")
-                         + ": use a smaller model.hidden, trainer.batch_size or trainer.eval_batch_size")
-
-
-@torch.inference_mode()
-def model_outputs(forward, x: torch.Tensor, batch_size: int, autocast=nullcontext) -> torch.Tensor:
-    """Outputs for a whole split in ``batch_size`` slices (evaluation, test, eval and predict)."""
-    with autocast():
-        return torch.cat([forward(xb) for xb in x.split(batch_size)])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"trainer.device: {name} requested but CUDA is not available here; valid: auto, cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device: {name} does not exist; {torch.cuda.device_count()} CUDA device(s) here")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.device: mps requested but not available here; valid: auto, cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -356,10 +322,10 @@ class Trainer:
         with self._stop:  # SIGINT/SIGTERM: finish the step, write last.pt, exit 128 + signum
             try:
                 return self._fit()
-            except signals.Abort as e:  # a second signal: leave now; atomic writes keep the files whole
+            except Abort as e:  # a second signal: leave now; atomic writes keep the files whole
                 last = self.out_dir / "last.pt"
                 then = f"; resume from the last checkpoint with: {resume_command(self.out_dir)}" if last.is_file() else ""
-                raise signals.Abort(e.signum, f"{e}{then}") from None
+                raise Abort(e.signum, f"{e}{then}") from None
 
     def _fit(self) -> dict:
         cfg, state = self.cfg, self.state
@@ -539,7 +505,7 @@ class Trainer:
             "history": s.history,
         }
         if self.dist.is_main:
-            checkpoint.write_json(self.out_dir / "metrics.json", result)
+            write_json(self.out_dir / "metrics.json", result)
         return result
 
     def _save(self, name: str, mid_epoch: dict | None = None, also: str | None = None) -> None:
@@ -622,11 +588,11 @@ class Trainer:
                                      losses, correct, mid["norms"].to(d), list(mid["step_lrs"]), mid["elapsed"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise checkpoint.CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
+            raise CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         self._resumed = True
         self._resumed_saved_at = ckpt.get("saved_at")
         if self.dist.is_main:  # a SIGKILL during a write leaves one behind; only rank 0 writes here
-            checkpoint.remove_stale_temps(self.out_dir)
+            remove_stale_temps(self.out_dir)
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self._last_saved = f"{where_file} ({_position(s.epoch, s.step, bool(mid))})"
         log.info("resumed from %s at epoch %d, step %d%s", where, s.epoch, s.step, ", mid-epoch" if mid else "")

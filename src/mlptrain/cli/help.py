@@ -14,36 +14,21 @@ import string
 
 from omegaconf import OmegaConf
 
+from mlptrain.compose import args_help, compose_config, config_groups, parse_args
+
 
 def app_help(argv: list[str]) -> bool:
     """Print the help for ``argv`` (which holds --help) and return True, or return False to let Hydra do it."""
-    from hydra import compose, initialize_config_module
-    from hydra._internal.utils import get_args_parser
-
-    from mlptrain.cli import CONFIG_PACKAGE, check_group_overrides, compose_error, config_groups
-
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.config_path or args.config_name or args.config_dir or args.hydra_help:
         return False
-    check_group_overrides(args.overrides)
-    try:
-        with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
-            cfg = compose(config_name="config", overrides=args.overrides, return_hydra_config=True)
-    except Exception as e:  # noqa: BLE001 - Hydra's compose errors, as one line
-        raise compose_error(e) from None
+    cfg = compose_config(args.overrides, hydra=True)
     template = cfg.hydra.help.template
     if "$HYDRA_CONFIG_GROUPS" in template or "${HYDRA_CONFIG_GROUPS}" in template:
         return False
     groups = "".join(f"{g}: {', '.join(opts)}\n" for g, opts in sorted(config_groups().items()))
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     print(string.Template(template).substitute(
-        FLAGS_HELP=_flags(parser), HYDRA_CONFIG_GROUPS="", APP_CONFIG_GROUPS=groups,
+        FLAGS_HELP=args_help(), HYDRA_CONFIG_GROUPS="", APP_CONFIG_GROUPS=groups,
         CONFIG=OmegaConf.to_yaml(job, resolve=args.resolve)))
     return True
-
-
-def _flags(parser) -> str:
-    from hydra._internal.hydra import Hydra
-
-    return Hydra.format_args_help(parser)

@@ -1,0 +1,84 @@
+"""Run outputs on disk: atomic writes, JSON, and the failure record beside a run.
+
+A crash, a full disk or a SIGKILL mid-write leaves the previous file whole: every write goes to a
+temp file in the same folder, is fsynced, and is renamed over the target.  Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mlptrain.errors import CheckpointError
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash or a full disk leaves the previous file intact; the temp file is removed.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Drop the temp files of writes a killed process never finished (never the files themselves)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def write_bytes(path: Path, data: bytes, what: str = "file") -> None:
+    """Atomically write ``data``; a failure (full disk, no permission) is one CheckpointError line."""
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as e:
+        raise CheckpointError(f"cannot write {what} {path}: {e.strerror or e}; the previous one is kept") from None
+
+
+def write_text(path: Path, text: str, what: str = "file") -> None:
+    write_bytes(path, text.encode("utf-8"), what)
+
+
+def write_json(path: Path, data: dict, what: str = "metrics") -> None:
+    """``data`` as indented JSON, written like :func:`write_bytes` (atomic; a failure is one line)."""
+    write_bytes(path, json.dumps(data, indent=2).encode(), what)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, in one line, if run outputs cannot be written to ``folder``."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"output dir {folder} is not writable: {e.strerror or e}") from None
+
+
+def record_failure(out_dir: Path, msg: str) -> None:
+    """Leave the error beside the run (in its metrics.json) so sweeps and users can see why it stopped."""
+    try:
+        metrics = Path(out_dir) / "metrics.json"
+        data = json.loads(metrics.read_text()) if metrics.is_file() else {}
+        status = data.get("status")
+        data.update({"status": status if status in ("diverged", "interrupted") else "failed", "error": msg})
+        write_json(metrics, data)
+    except (OSError, CheckpointError):  # the error itself is still printed
+        pass
