@@ -16,6 +16,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mlptrain.registry import LOSS_TASKS, loss_misfit, loss_param_misuse, losses_for  # noqa: F401 (re-exported)
+
 
 class ConfigError(ValueError):
     """A bad configuration value: the message is one line for the user."""
@@ -42,20 +44,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = ("spirals", "moons", "circles", "xor", "blobs")
-SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic")
+SYNTHETIC_REGRESSION = ("sine", "friedman1", "heteroscedastic", "counts")
 VISION = ("mnist", "fashion_mnist", "kmnist", "cifar10")
-# Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
-# misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
-LOSS_TASKS = {
-    "cross_entropy": ("classification",),
-    "nll": ("classification",),
-    "mse": ("classification", "regression"),
-    "bce": ("binary",),
-    "l1": ("regression",),
-    "huber": ("regression",),
-    "gaussian_nll": ("regression",),
-    "laplace_nll": ("regression",),
-}
+# The loss table lives in the torch-free registry; its names are re-exported here for the modules
+# that import them from config.
 LOSSES = tuple(LOSS_TASKS)
 
 
@@ -178,6 +170,8 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- loss
 @dataclass
 class LossConfig:
+    """Every loss's keys in one schema; ``registry.LOSSES[name].params`` says which ones a loss reads."""
+
     name: str = "cross_entropy"
     label_smoothing: float = 0.0  # cross_entropy
     output: str = "softmax"  # mse on classes: softmax | raw
@@ -189,29 +183,16 @@ class LossConfig:
         _choice(self.name, "loss.name", LOSSES)
         _check(_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
-        _check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
-               f"only applies to loss=cross_entropy, not loss={self.name}")
         _choice(self.output, "loss.output", ("softmax", "raw"))
         _check(_finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
         _choice(self.variance, "loss.variance", ("softplus", "exp"))
         _check(_finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
-
-
-def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
-    """Losses that fit a task; ``n_classes`` None (not known yet) keeps bce as a candidate."""
-    kinds = {task} | ({"binary"} if task == "classification" and n_classes in (2, None) else set())
-    return [name for name, fits in LOSS_TASKS.items() if kinds & set(fits)]
-
-
-def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = None) -> Optional[str]:
-    """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
-    fits = losses_for(task, n_classes)
-    if loss in fits:
-        return None
-    what = f"{task}, {n_classes} classes" if n_classes else task
-    if n_classes is None and "bce" in fits:
-        fits[fits.index("bce")] = "bce (two classes only)"
-    return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
+        # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
+        # which keys each loss reads), rather than silently ignored.
+        for f in dataclasses.fields(self):
+            if f.name != "name" and getattr(self, f.name) != f.default:
+                problem = loss_param_misuse(self.name, f.name)
+                _check(problem is None, f"loss.{f.name}", problem)
 
 
 def dataset_task(ds: Any) -> Optional[tuple[str, Optional[int]]]:
