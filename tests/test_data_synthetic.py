@@ -45,3 +45,22 @@ def test_regression_bundles_carry_task_and_training_statistics(name, d):
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (420, 90, 90)
     assert torch.allclose(data.x_mean, data.x_train.mean(0), atol=1e-5)
     assert torch.allclose(data.y_mean, data.y_train.mean(0)) and torch.allclose(data.y_std, data.y_train.std(0))
+
+
+def test_counts_are_poisson_draws_of_a_nonlinear_rate_and_seeded():
+    from mlptrain.data.synthetic import count_rate
+
+    cfg = SyntheticConfig(name="counts", n_samples=20000)
+    x, y = generate(cfg)
+    assert x.shape == (20000, 3) and (x.abs() <= 1).all() and y.dtype == torch.float32
+    assert (y >= 0).all() and torch.equal(y, y.round())  # counts: whole numbers >= 0
+    rate = count_rate(x)
+    torch.testing.assert_close(rate, torch.exp(1 + torch.sin(math.pi * x[:, 0]) + x[:, 1] * x[:, 2]))
+    pearson = (y - rate) / rate.sqrt()  # mean 0 and variance 1 exactly when y ~ Poisson(rate)
+    assert abs(pearson.mean().item()) < 0.03 and pearson.var().item() == pytest.approx(1.0, abs=0.05)
+    low, high = rate < 1, rate > 10
+    assert (y[low] == 0).float().mean() > 0.4 and y[high].var().item() > 10  # small and large counts both occur
+    assert torch.equal(generate(cfg)[1], y)
+    assert not torch.equal(generate(SyntheticConfig(name="counts", n_samples=20000, seed=1))[1], y)
+    data = load_dataset(SyntheticConfig(name="counts", n_samples=600))
+    assert data.task == "regression" and data.n_outputs == 1 and data.in_features == 3

@@ -190,7 +190,7 @@ PAIRS = [(d, loss) for d in SYNTHETIC_CLASSIFICATION + SYNTHETIC_REGRESSION for 
 FITS = {
     "classification": {"cross_entropy", "nll", "mse"},
     "binary": {"cross_entropy", "nll", "mse", "bce"},
-    "regression": {"mse", "l1", "huber", "gaussian_nll", "laplace_nll"},
+    "regression": {"mse", "l1", "huber", "gaussian_nll", "laplace_nll", "poisson_nll"},
 }
 
 
@@ -323,3 +323,160 @@ def test_misfit_on_an_image_set_fails_before_any_file_is_read(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("mlptrain: error: loss=gaussian_nll does not fit dataset=mnist (classification); "
                                 "losses that fit: cross_entropy, nll, mse, bce (two classes only)")
+
+
+# ----------------------------------------------------------------------------- poisson_nll: counts, log link
+def test_poisson_loss_is_torchs_and_its_nll_metric_is_the_exact_log_pmf_with_log_y_factorial():
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(200, 1, generator=g)  # log rates
+    y = torch.poisson(z[:, 0].exp() * 3, generator=g)
+    task = task_for("poisson_nll", 1, "regression")
+    ours = value_and_grad(lambda t: task.loss(t, y), z)
+    ref = value_and_grad(lambda t: F.poisson_nll_loss(t, y[:, None], log_input=True, full=False), z)
+    torch.testing.assert_close(ours[0], ref[0])
+    torch.testing.assert_close(ours[1], ref[1])
+    m = task.metrics(z, y)
+    by_hand = sum(math.exp(zi) - yi * zi + math.log(math.factorial(int(yi)))
+                  for zi, yi in zip(z[:, 0].tolist(), y.tolist()))
+    assert m["nll"] == pytest.approx(by_hand / 200, rel=1e-5)
+    exact = -torch.distributions.Poisson(z[:, 0].exp()).log_prob(y).mean()
+    assert m["nll"] == pytest.approx(exact.item(), rel=1e-5)
+    # the loss drops only the constant log(y!): it moves no gradient
+    assert m["loss"] == pytest.approx(m["nll"] - torch.lgamma(y + 1).mean().item(), rel=1e-5)
+
+
+def test_poisson_on_two_targets_sums_the_nll_over_outputs_per_example():
+    g = torch.Generator().manual_seed(9)
+    z, y = torch.randn(50, 2, generator=g), torch.poisson(torch.full((50, 2), 2.0), generator=g)
+    task = task_for("poisson_nll", 2, "regression")
+    assert task.head_width == 2
+    ref = F.poisson_nll_loss(z, y, log_input=True, full=False, reduction="sum") / 50
+    torch.testing.assert_close(task.loss(z, y), ref)
+    exact = -torch.distributions.Poisson(z.exp()).log_prob(y).sum(1).mean()
+    assert task.metrics(z, y)["nll"] == pytest.approx(exact.item(), rel=1e-5)
+
+
+def test_poisson_predicts_the_rate_as_mean_and_its_square_root_as_std():
+    task = task_for("poisson_nll", 1, "regression")
+    z = torch.tensor([[-1.0], [0.0], [math.log(9.0)]])
+    mean, std = task.mean_and_std(z)
+    torch.testing.assert_close(mean, z.exp())
+    torch.testing.assert_close(std, z.exp().sqrt())
+    assert std[2].item() == pytest.approx(3.0)
+    assert task.kind == "probabilistic" and monitor_of(task, "auto", "auto") == ("nll", "min")
+    task.calibrate(z, torch.tensor([5.0, 0.0, 1.0]))  # nothing to refit: the variance is the mean
+    torch.testing.assert_close(task.mean_and_std(z)[1], std)
+
+
+def test_the_log_link_head_starts_at_the_mean_count_and_keeps_every_rate_positive():
+    data = load_synthetic(SyntheticConfig(name="counts", n_samples=300))
+    task = build_task(LossConfig(name="poisson_nll"), data.meta(), data.y_mean, data.y_std)
+    z = torch.tensor([[0.0], [-50.0], [5.0]])
+    rate = task.predictive(task.head(z))[0]
+    assert rate[0].item() == pytest.approx(data.y_train.mean().item(), rel=1e-5)  # z = 0: the mean count
+    assert (rate > 0).all()
+
+
+@pytest.mark.parametrize("rate", [0.3, 2.0, 12.0])
+def test_poisson_coverage95_is_the_central_interval_of_the_predicted_pmf(rate):
+    """coverage95 counts y in [q(0.025), q(0.975)] of Poisson(rate); the quantiles here come from a direct sum."""
+    pmf = [math.exp(-rate) * rate**k / math.factorial(k) for k in range(80)]
+    cdf = [sum(pmf[:k + 1]) for k in range(80)]
+    lo = next(k for k in range(80) if cdf[k] >= 0.025)
+    hi = next(k for k in range(80) if cdf[k] >= 0.975)
+    task = task_for("poisson_nll", 1, "regression")
+    ys = torch.arange(40.0)
+    z = torch.full((40, 1), math.log(rate))
+    covered = task.likelihood.covered95(task.predictive(z)[0], ys[:, None], task.predictive(z)[1])[:, 0]
+    assert covered.tolist() == [lo <= k <= hi for k in range(40)]
+    # draws from the predicted distribution: covered as often as the interval's mass (>= 0.95, discrete)
+    n = 40_000
+    y = torch.poisson(torch.full((n,), rate), generator=torch.Generator().manual_seed(10))
+    mass = cdf[hi] - (cdf[lo - 1] if lo else 0.0)
+    assert mass >= 0.95
+    assert task.metrics(torch.full((n, 1), math.log(rate)), y)["coverage95"] == pytest.approx(mass, abs=0.005)
+
+
+@pytest.mark.parametrize("bad, found", [(-3.0, "-3 (negative)"), (2.5, "2.5 (not a whole number)")])
+def test_targets_that_are_not_counts_fail_poisson_in_one_line_naming_the_losses_that_fit(bad, found):
+    meta = {"name": "t", "task": "regression", "n_outputs": 1}
+    y = torch.tensor([0.0, 1.0, 4.0, bad])
+    with pytest.raises(ConfigError) as e:
+        build_task(LossConfig(name="poisson_nll"), meta, torch.ones(1), torch.ones(1), targets=(y[:2], y))
+    assert str(e.value) == (f"dataset=t: loss=poisson_nll needs counts (integers >= 0) as targets, but they include "
+                            f"{found}; losses for real-valued targets: mse, l1, huber, gaussian_nll, laplace_nll")
+    build_task(LossConfig(name="mse"), meta, torch.ones(1), torch.ones(1), targets=(y,))  # other losses take them
+
+
+def test_a_negative_count_in_a_table_stops_the_command_before_training_naming_the_column(tmp_path):
+    rows = ["x,visits"] + [f"{i / 10},{i % 4}" for i in range(60)] + ["6.5,-2"]  # one bad row, in whichever split
+    (tmp_path / "visits.csv").write_text("\n".join(rows) + "\n")
+    r = mlptrain(*TINY[:1], "trainer.progress=none", "dataset=csv", f"dataset.path={tmp_path / 'visits.csv'}",
+                 "dataset.target=visits", "dataset.task=regression", "loss=poisson_nll", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("mlptrain: error: dataset.target 'visits': loss=poisson_nll needs counts "
+                                       "(integers >= 0) as targets, but they include -2 (negative); ")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("outputs/*/*/*.pt"))  # no training step ran
+
+
+def test_poisson_on_real_valued_synthetic_targets_fails_before_training(train):
+    with pytest.raises(ConfigError, match=r"^dataset=sine: loss=poisson_nll needs counts .* \(negative\); losses for "):
+        train("dataset=sine", "loss=poisson_nll")
+
+
+def test_poisson_beats_mse_on_counts_and_predicts_rate_and_its_root(train, tmp_path, one_thread):
+    # ~220 steps on dataset=counts; seeds 0-2 give a margin of 0.23-0.25 nats (both NLLs are exact
+    # per-example -log p: mse's is its Gaussian with the MLE constant variance)
+    common = ["dataset=counts", "dataset.n_samples=1000", "model.hidden=[32,32]", "trainer.epochs=10",
+              "trainer.batch_size=32", "trainer.progress=none", one_thread]
+    poisson = train(*common, "loss=poisson_nll", out=tmp_path / "poisson", tiny=False)
+    mse = train(*common, "loss=mse", "trainer.checkpoint=false", tiny=False)
+    assert poisson["monitor"] == "val/nll" and mse["monitor"] == "val/rmse"
+    assert poisson["test"]["nll"] < mse["test"]["nll"] - 0.1
+    assert 0.9 <= poisson["test"]["coverage95"] <= 1.0
+
+    from mlptrain.predict import load, predict
+
+    loaded = load(tmp_path / "poisson")  # what mlptrain-predict does
+    x = torch.tensor([[0.5, 0.0, 0.0], [-0.5, 0.9, 0.9]])
+    cols, rows = predict(loaded, x)
+    assert cols == ["mean", "sigma"]
+    (m0, s0), (m1, s1) = rows
+    assert s0 == pytest.approx(math.sqrt(m0), rel=1e-5) and s1 == pytest.approx(math.sqrt(m1), rel=1e-5)
+    assert m0 > m1 > 0  # log rate 2 against 0.81 in the generator
+
+
+# ----------------------------------------------------------------------------- the registry
+def test_every_loss_is_one_yaml_one_registry_line_one_likelihood_class():
+    from importlib import resources
+
+    from mlptrain import registry
+    from mlptrain.losses import Likelihood
+
+    yamls = {p.name.removesuffix(".yaml") for p in (resources.files("mlptrain.configs") / "loss").iterdir()
+             if p.name.endswith(".yaml")}
+    assert yamls == set(registry.LOSSES) == set(LOSSES)
+    for name, spec in registry.LOSSES.items():
+        for task in {"classification" if t == "binary" else t for t in spec.tasks}:
+            cls = spec.implementation(task)
+            assert issubclass(cls, Likelihood) and cls.task == task, (name, task)
+        for key in spec.params:
+            assert key in LossConfig.__dataclass_fields__, (name, key)
+
+
+def test_the_registry_and_the_config_import_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, mlptrain.registry, mlptrain.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_a_loss_key_the_loss_does_not_read_is_refused_naming_the_losses_that_do():
+    with pytest.raises(ConfigError,
+                       match=r"^loss\.variance: only applies to loss=gaussian_nll or laplace_nll, not loss=mse$"):
+        LossConfig(name="mse", variance="exp")
+    with pytest.raises(ConfigError, match=r"^loss\.huber_delta: only applies to loss=huber, not loss=poisson_nll$"):
+        LossConfig(name="poisson_nll", huber_delta=2.0)
+    LossConfig(name="gaussian_nll", variance="exp", min_variance=1e-3)  # its own keys

@@ -9,10 +9,12 @@ import torch
 
 from mlptrain import checkpoint, files
 from mlptrain.compose import config_groups
+from mlptrain.config import SYNTHETIC_REGRESSION
 
 GROUP_DATASET = {  # options that need a dataset of another task than the default spirals
     ("loss", "bce"): "dataset=moons",
     **{("loss", n): "dataset=sine" for n in ("l1", "huber", "gaussian_nll", "laplace_nll")},
+    ("loss", "poisson_nll"): "dataset=counts",  # count targets only
 }
 NEEDS_FILES = {("dataset", "mnist"), ("dataset", "fashion_mnist"), ("dataset", "kmnist"), ("dataset", "cifar10"),
                ("dataset", "csv")}  # covered with tiny real-format files in the data tests
@@ -29,7 +31,7 @@ def every_option():
 @pytest.mark.parametrize("group, option", list(every_option()))
 def test_every_option_of_every_group_composes_and_trains(train, group, option):
     extra = [GROUP_DATASET[(group, option)]] if (group, option) in GROUP_DATASET else []
-    if group == "dataset" and option in ("sine", "friedman1", "heteroscedastic"):
+    if group == "dataset" and option in SYNTHETIC_REGRESSION:
         extra.append("loss=mse")
     metrics = train(f"{group}={option}", *extra, "trainer.epochs=3", "trainer.max_steps=2")
     assert metrics["status"] == "completed" and metrics["steps"] == 2

@@ -20,6 +20,7 @@ from mlptrain.checks import check, choice, finite
 from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
 from mlptrain.errors import ConfigError
 from mlptrain.registry import ACTIVATIONS, DATASETS, INITS, NORMS, SCHEDULERS, dataset_task, datasets
+from mlptrain.registry import LOSS_TASKS, loss_misfit, loss_param_misuse, losses_for  # noqa: F401 (re-exported)
 
 __all__ = ["ConfigError", "CsvConfig", "SyntheticConfig", "VisionConfig", "RunConfig", "parse"]
 
@@ -31,18 +32,8 @@ MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = datasets(SyntheticConfig, "classification")
 SYNTHETIC_REGRESSION = datasets(SyntheticConfig, "regression")
 VISION = datasets(VisionConfig)
-# Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
-# misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
-LOSS_TASKS = {
-    "cross_entropy": ("classification",),
-    "nll": ("classification",),
-    "mse": ("classification", "regression"),
-    "bce": ("binary",),
-    "l1": ("regression",),
-    "huber": ("regression",),
-    "gaussian_nll": ("regression",),
-    "laplace_nll": ("regression",),
-}
+# The loss table lives in the torch-free registry; its names are re-exported here for the modules
+# that import them from config.
 LOSSES = tuple(LOSS_TASKS)
 
 
@@ -70,6 +61,8 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- loss
 @dataclass
 class LossConfig:
+    """Every loss's keys in one schema; ``registry.LOSSES[name].params`` says which ones a loss reads."""
+
     name: str = "cross_entropy"
     label_smoothing: float = 0.0  # cross_entropy
     output: str = "softmax"  # mse on classes: softmax | raw
@@ -81,29 +74,16 @@ class LossConfig:
         choice(self.name, "loss.name", LOSSES)
         check(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
-        check(self.label_smoothing == 0 or self.name == "cross_entropy", "loss.label_smoothing",
-               f"only applies to loss=cross_entropy, not loss={self.name}")
         choice(self.output, "loss.output", ("softmax", "raw"))
         check(finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
         choice(self.variance, "loss.variance", ("softplus", "exp"))
         check(finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
-
-
-def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
-    """Losses that fit a task; ``n_classes`` None (not known yet) keeps bce as a candidate."""
-    kinds = {task} | ({"binary"} if task == "classification" and n_classes in (2, None) else set())
-    return [name for name, fits in LOSS_TASKS.items() if kinds & set(fits)]
-
-
-def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = None) -> Optional[str]:
-    """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
-    fits = losses_for(task, n_classes)
-    if loss in fits:
-        return None
-    what = f"{task}, {n_classes} classes" if n_classes else task
-    if n_classes is None and "bce" in fits:
-        fits[fits.index("bce")] = "bce (two classes only)"
-    return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
+        # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
+        # which keys each loss reads), rather than silently ignored.
+        for f in dataclasses.fields(self):
+            if f.name != "name" and getattr(self, f.name) != f.default:
+                problem = loss_param_misuse(self.name, f.name)
+                check(problem is None, f"loss.{f.name}", problem)
 
 
 # ----------------------------------------------------------------------------- optim

@@ -80,6 +80,23 @@ def heteroscedastic(cfg, g):
     return x, torch.sin(x[:, 0]) + sigma * torch.randn(n, generator=g)
 
 
+COUNT_FEATURES = 3
+
+
+def count_rate(x: torch.Tensor) -> torch.Tensor:
+    """The Poisson rate of ``counts`` at inputs x in [-1, 1]^3: log rate = 1 + sin(pi x0) + x1 x2, so the
+    rate runs from e^-1 = 0.37 to e^3 = 20 (many zeros and ones at one end, a spread of 4.5 at the other)."""
+    return torch.exp(1 + torch.sin(math.pi * x[:, 0]) + x[:, 1] * x[:, 2])
+
+
+def counts(cfg, g):
+    n = cfg.n_samples
+    # Counts whose log rate is nonlinear in the inputs; the Poisson draw is the only noise (dataset.noise
+    # is not used), so the variance equals the mean everywhere.
+    x = torch.rand(n, COUNT_FEATURES, generator=g) * 2 - 1
+    return x, torch.poisson(count_rate(x), generator=g)
+
+
 def generate(cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets of the synthetic set ``cfg.name``, from its own seed."""
     spec = DATASETS[cfg.name]

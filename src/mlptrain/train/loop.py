@@ -95,7 +95,8 @@ class Trainer:
 
         self.data = data if data is not None else load_dataset(run.dataset)
         self.meta = self.data.meta()
-        self.task: Task = build_task(run.loss, self.meta, self.data.y_mean, self.data.y_std)
+        self.task: Task = build_task(run.loss, self.meta, self.data.y_mean, self.data.y_std,
+                                     targets=(self.data.y_train, self.data.y_val, self.data.y_test))
         self.monitor, self.mode = monitor_of(self.task, self.cfg.monitor, self.cfg.mode)
         self.model = build_model(run.model, self.meta, self.data.x_mean, self.data.x_std, self.task.head,
                                  self.task.head_width).to(self.device)
