@@ -325,6 +325,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0
     resume: Optional[str] = None
     nan_policy: str = "stop"  # stop | skip_batch
+    # What writes the run's logs: names of mlptrain.loggers.names.LOGGERS; [] = no log files (docs/loggers.md)
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
     # TensorBoard pictures / histograms: N = every N epochs and after the last; 0 = after the last
     # (histograms: also before the first); -1 = off.  See mlptrain.diagnostics.
     histogram_every_n_epochs: int = 0
@@ -355,6 +357,11 @@ class TrainerConfig:
         _choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
         _check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
         _choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
+        from mlptrain.loggers.names import LOGGERS  # torch-free (the registry folds into one at the restructure)
+
+        for i, name in enumerate(self.loggers):
+            _choice(name, "trainer.loggers", LOGGERS)
+            _check(name not in self.loggers[:i], "trainer.loggers", f"{name!r} is listed twice")
         for key in ("histogram_every_n_epochs", "image_every_n_epochs"):
             v = getattr(self, key)
             _check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")

@@ -108,13 +108,6 @@ def quiet_logging() -> None:
 STOP_EVERY = 16  # steps between the ranks' checks for a stop request (SIGTERM/SIGINT)
 
 
-class Silent:
-    """Stands in for TensorBoard (or any writer) on ranks that must not write: every call is a no-op."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
 class Dist:
     """This process's place in the job.  With one process every method is the identity or a no-op."""
 
