@@ -79,7 +79,7 @@ def main() -> None:
     from mlptrain.config import parse
     from mlptrain.diagnostics import Diagnostics
     from mlptrain.progress import Progress
-    from mlptrain.tb import TensorBoard
+    from mlptrain.loggers.tensorboard import TensorBoard
     from mlptrain.train import Trainer
 
     torch.set_num_threads(args.threads)

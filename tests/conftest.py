@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
 import subprocess
 import sys
@@ -44,3 +47,23 @@ def mlptrain(*args: str, cwd: Path, env: dict | None = None, timeout: float = 24
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "mlptrain", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def metrics_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows of a run's metrics.csv (trainer.loggers=[...,csv])."""
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def assert_csv_is_the_history(run_dir: Path) -> None:
+    """metrics.csv holds metrics.json's history row for row, value for value, then its test metrics."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    header, rows = metrics_csv(run_dir)
+    test = {f"test/{k}": v for k, v in metrics["test"].items()}
+    assert header == list(metrics["history"][0]) + list(test)
+    number = lambda cell: int(cell) if cell.lstrip("-").isdigit() else float(cell)  # noqa: E731
+    nan_safe = lambda rows: [{k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}  # noqa: E731
+                             for r in rows]
+    got = [{k: number(v) for k, v in r.items() if v != ""} for r in rows]
+    assert nan_safe(got) == nan_safe([*metrics["history"], {"epoch": metrics["epochs"], "step": metrics["steps"], **test}])

@@ -175,7 +175,7 @@ def test_image_sets_get_a_grid_of_mistakes(make_cfg, tmp_path, shape):
 def test_dead_relu_units_and_their_zero_gradient_are_reported(make_cfg, tmp_path):
     from mlptrain.config import parse
     from mlptrain.diagnostics import Diagnostics
-    from mlptrain.tb import TensorBoard
+    from mlptrain.loggers.tensorboard import TensorBoard
     from mlptrain.train import Trainer
 
     trainer = Trainer(parse(make_cfg(*TINY, "model.hidden=[8,8]")), tmp_path)

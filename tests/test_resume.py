@@ -1,5 +1,5 @@
 """Resume: a run stopped anywhere (SIGKILL, SIGINT mid-epoch) and resumed ends bit-identical to one
-that was never stopped: the same metrics, weights and TensorBoard scalars, in the same run dir."""
+that was never stopped: the same metrics, weights, TensorBoard scalars and metrics.csv rows, in the same run dir."""
 
 from __future__ import annotations
 
@@ -14,16 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import mlptrain
+from conftest import assert_csv_is_the_history, metrics_csv, mlptrain
 
 from mlptrain import checkpoint
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import ConfigError
 
 # ~70 steps an epoch, dropout (so the torch RNG matters), a per-step schedule (its lr/step series is
-# logged per optimizer step, the other scalars per epoch) and a mid-epoch checkpoint every 9 steps.
+# logged per optimizer step, the other scalars per epoch), a mid-epoch checkpoint every 9 steps, and
+# both loggers (metrics.csv is cut back on resume like the events).
 RUN = ["dataset.n_samples=1000", "model.hidden=[16]", "model.dropout=0.1", "trainer.batch_size=10",
-       "scheduler=cosine", "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1"]
+       "scheduler=cosine", "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1",
+       "trainer.loggers=[tensorboard,csv]"]
 TIMING = {"time_s", "samples_per_s", "train_time_s"}
 
 
@@ -54,6 +56,9 @@ def assert_same_run(ref: Path, resumed: Path) -> None:
     sa, sb = scalars(ref), scalars(resumed)
     assert "lr/step" in sa and len(sa["lr/step"]) == a["steps"]
     assert sa == sb  # every tag, every step once, the same values
+    (ha, ra), (hb, rb) = metrics_csv(ref), metrics_csv(resumed)
+    assert ha == hb and untimed(ra) == untimed(rb)  # every epoch's row once, the same values
+    assert_csv_is_the_history(resumed)  # wall-clock cells included: those of the runs that trained each epoch
 
 
 def scalars(run_dir: Path) -> dict:

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mlptrain.checks import check, choice, finite
 from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
 from mlptrain.errors import ConfigError
-from mlptrain.registry import ACTIVATIONS, DATASETS, INITS, NORMS, SCHEDULERS, dataset_task, datasets
+from mlptrain.registry import ACTIVATIONS, DATASETS, INITS, LOGGERS, NORMS, SCHEDULERS, dataset_task, datasets
 from mlptrain.registry import LOSS_TASKS, loss_misfit, loss_param_misuse, losses_for  # noqa: F401 (re-exported)
 
 __all__ = ["ConfigError", "CsvConfig", "SyntheticConfig", "VisionConfig", "RunConfig", "parse"]
@@ -183,6 +183,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 0
     resume: Optional[str] = None
     nan_policy: str = "stop"  # stop | skip_batch
+    # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
     # TensorBoard pictures / histograms: N = every N epochs and after the last; 0 = after the last
     # (histograms: also before the first); -1 = off.  See mlptrain.diagnostics.
     histogram_every_n_epochs: int = 0
@@ -213,6 +215,9 @@ class TrainerConfig:
         choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
         check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
         choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
+        for i, name in enumerate(self.loggers):
+            choice(name, "trainer.loggers", LOGGERS)
+            check(name not in self.loggers[:i], "trainer.loggers", f"{name!r} is listed twice")
         for key in ("histogram_every_n_epochs", "image_every_n_epochs"):
             v = getattr(self, key)
             check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")

@@ -1,6 +1,7 @@
 """What TensorBoard shows beyond scalars: pictures of the model's predictions and a look inside it.
 
-Called by the trainer at epoch end, never inside the step loop:
+Called by the trainer at epoch end, never inside the step loop, and written to the run's loggers
+(those that take images and histograms: TensorBoard, not CSV; with none of them, nothing is drawn):
 
 * pictures (``trainer.image_every_n_epochs``): the decision boundary of 2-D classification
   sets, the 1-D regression fit (with the +-2 sigma band of ``Task.mean_and_std``), the
@@ -56,8 +57,8 @@ def _due(every: int, epoch: int, boundary: bool) -> bool:
 
 
 class Diagnostics:
-    def __init__(self, trainer, tb):
-        self.t, self.tb = trainer, tb
+    def __init__(self, trainer, logger):
+        self.t, self.logger = trainer, logger  # a Logger (mlptrain.loggers.base): the Fanout, or one logger
         cfg = trainer.cfg
         self.image_every, self.hist_every = cfg.image_every_n_epochs, cfg.histogram_every_n_epochs
         meta = trainer.meta
@@ -73,9 +74,11 @@ class Diagnostics:
         self.seconds = 0.0  # time spent here, reported at the end
 
     @classmethod
-    def for_trainer(cls, trainer, tb):
+    def for_trainer(cls, trainer, logger):
+        """None when both are off, or no logger would keep them (``trainer.loggers=[csv]``)."""
         cfg = trainer.cfg
-        return cls(trainer, tb) if cfg.image_every_n_epochs >= 0 or cfg.histogram_every_n_epochs >= 0 else None
+        on = cfg.image_every_n_epochs >= 0 or cfg.histogram_every_n_epochs >= 0
+        return cls(trainer, logger) if on and logger.takes_media else None
 
     # --------------------------------------------------------------------------- hooks
     def epoch_end(self, epoch: int, last: bool = False) -> None:
@@ -118,10 +121,10 @@ class Diagnostics:
             k = len(data.class_names)
             img = images.decision_boundary(lambda p: task.probabilities(self.outputs(p)).cpu(),
                                            data.x_train, data.y_train, k)
-            self.tb.image("images/decision_boundary", img, step)
+            self.logger.image("images/decision_boundary", img, step)
         if not self.classification and self.in_features == 1:
             img = images.regression_fit(lambda p: task.mean_and_std(self.outputs(p)), data.x_train, data.y_train)
-            self.tb.image("images/regression_fit", img, step)
+            self.logger.image("images/regression_fit", img, step)
         if self.classification:
             self.classifier_pictures("val", *self.t.val, step)  # the device copy evaluate() just ran on
 
@@ -131,17 +134,17 @@ class Diagnostics:
         y = y.cpu()
         k = p.shape[1]
         cm = images.confusion_matrix(y, pred, k)
-        self.tb.image(f"{split}/confusion_matrix", images.confusion_image(cm), step)
+        self.logger.image(f"{split}/confusion_matrix", images.confusion_image(cm), step)
         if not self.images_of_inputs:
             return
         grid, rows = images.misclassified_grid(x, y, pred, conf, self.t.meta["input_shape"])
         if grid is None:
             return
-        self.tb.image(f"{split}/misclassified", grid, step)
+        self.logger.image(f"{split}/misclassified", grid, step)
         names = self.t.data.class_names or [str(i) for i in range(k)]
         lines = ["tile | index | true | predicted | confidence", "---|---|---|---|---"]
         lines += [f"{n} | {i} | {names[a]} | {names[b]} | {c:.3f}" for n, (i, a, b, c) in enumerate(rows)]
-        self.tb.text(f"{split}/misclassified", "\n".join(lines), step)
+        self.logger.text(f"{split}/misclassified", "\n".join(lines), step)
 
     # --------------------------------------------------------------------------- inside the network
     def inside(self, step: int) -> None:
@@ -173,19 +176,19 @@ class Diagnostics:
             if layer is None:
                 continue
             tag = f"{layer}.{pname.rsplit('.', 1)[-1]}"
-            self.tb.histogram(f"weights/{tag}", p, step)
+            self.logger.histogram(f"weights/{tag}", p, step)
             if g is not None:
-                self.tb.histogram(f"gradients/{tag}", g, step)
+                self.logger.histogram(f"gradients/{tag}", g, step)
                 norms[layer] = norms.get(layer, 0) + g.float().pow(2).sum()
         scalars = {f"grad_norm/{k}": v.sqrt() for k, v in norms.items()}
         if norms:
             scalars["grad_norm/total"] = torch.stack(list(norms.values())).sum().sqrt()
         relu = self.t.run.model.activation == "relu"
         for name, a in acts.items():
-            self.tb.histogram(f"activations/{name}", a, step)
+            self.logger.histogram(f"activations/{name}", a, step)
             if relu:  # a unit is dead when no input of the sample switches it on
                 scalars[f"dead_relu/{name}"] = (a.reshape(len(a), -1) <= 0).all(0).float().mean()
         if scalars:
             values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one transfer
-            self.tb.scalars(dict(zip(scalars, values)), step)
+            self.logger.scalars(dict(zip(scalars, values)), step)
 

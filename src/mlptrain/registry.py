@@ -202,6 +202,13 @@ INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 SCHEDULERS = {name: f"mlptrain.optim:{name}_schedule"
               for name in ("none", "step", "exponential", "cosine", "onecycle", "plateau")}
 
+# ----------------------------------------------------------------------------- loggers
+# trainer.loggers: name -> the class (mlptrain.loggers.base.Logger) that writes it.
+LOGGERS = {
+    "tensorboard": "mlptrain.loggers.tensorboard:TensorBoard",
+    "csv": "mlptrain.loggers.csv:CSVLogger",
+}
+
 # ----------------------------------------------------------------------------- objective direction
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 

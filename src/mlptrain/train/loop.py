@@ -36,12 +36,6 @@ from mlptrain.parallel.collectives import Dist
 from mlptrain.progress import Progress
 
 
-class Silent:
-    """Stands in for TensorBoard (or any writer) on ranks that must not write: every call is a no-op."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
 log = logging.getLogger("mlptrain")
 
 
@@ -126,7 +120,7 @@ class Trainer:
         self.test: tuple[torch.Tensor, torch.Tensor] | None = None  # the test split on the device, once tested
         self._mid: MidEpoch | None = None  # set by a resume from a mid-epoch checkpoint
         self._resumed = False
-        self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (TensorBoard cut)
+        self._resumed_saved_at: float | None = None  # wall time of the resumed checkpoint (the loggers' cut)
         self._last_saved: str | None = None  # the newest last.pt, for messages
         self._stop = signals.GracefulStop()  # installed by fit(); read once per step
         self._epoch_t0 = 0.0
@@ -336,9 +330,9 @@ class Trainer:
             if finished is not None:
                 return finished
         self.dist.seed(self.run.seed, state.epoch)
-        tb = self._tensorboard()
-        diagnostics = self._diagnostics(tb) if self.dist.is_main else None  # rank 0 draws and writes
-        tb.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
+        loggers = self._loggers()
+        diagnostics = self._diagnostics(loggers) if self.dist.is_main else None  # rank 0 draws and writes
+        loggers.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
         progress = Progress(cfg.progress if self.dist.is_main else "none", self.max_epochs)
         log.info("model %s: %s parameters on %s\n%s", self.run.model.name, f"{count_parameters(self.model):,}",
                  self.device, self.model)
@@ -361,7 +355,7 @@ class Trainer:
             except TrainingError as e:
                 progress.close()
                 self._write_metrics("interrupted" if isinstance(e, TrainingInterrupted) else "diverged")
-                tb.close()
+                loggers.close()
                 raise
             state.train_time += dt
             state.epoch += 1
@@ -381,14 +375,13 @@ class Trainer:
                    "samples_per_s": self._epoch_rows / dt,
                    **{f"train/{k}": v for k, v in train.items()}, **{f"val/{k}": v for k, v in val.items()}}
             state.history.append(row)
-            tb.scalars({k: v for k, v in row.items() if "/" in k}, state.epoch)
-            tb.scalars({"lr": lr, "throughput/samples_per_s": row["samples_per_s"]}, state.epoch)
-            tb.series("lr/step", step_lrs, state.step - len(step_lrs) + 1)
+            loggers.epoch(row)  # TensorBoard: train/*, val/*, lr, throughput at the epoch; CSV: one row
+            loggers.series("lr/step", step_lrs, state.step - len(step_lrs) + 1)
             progress.end_epoch(self._epoch_line(row, improved))
             if diagnostics:
                 diagnostics.epoch_end(state.epoch)
             if cfg.checkpoint:
-                tb.flush()  # the events up to this checkpoint are on disk: a resume keeps exactly those
+                loggers.flush()  # the logs up to this checkpoint are on disk: a resume keeps exactly those
                 if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
                     self._save("best.pt", also="last.pt")  # the same bytes: linked, not serialised twice
                 else:
@@ -406,8 +399,8 @@ class Trainer:
         test = self._test()
         if diagnostics:
             diagnostics.test_end(state.epoch)
-        tb.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
-        tb.close()
+        loggers.hparams_end({f"hparam/{k}": v for k, v in self._final_scalars(test).items()}, state.epoch)
+        loggers.close()
         result = self._write_metrics(stop_reason, test)  # last: a "completed" metrics.json means all is written
         log.info("test: %s (weights of epoch %d)", _fmt(test), state.best_epoch)
         return result
@@ -457,29 +450,23 @@ class Trainer:
         return ([f"hparam/best_val_{self.monitor}"] + [f"hparam/test_{n}" for n in names] + ["hparam/train_time_s"])
 
     # --------------------------------------------------------------------------- outputs
-    def _tensorboard(self):
-        from mlptrain.tb import TensorBoard, drop_events_after
+    def _loggers(self):
+        """trainer.loggers as one; resuming in the run's own dir, each continues its log cut back to the
+        checkpoint (what a stopped run logged after it is logged again), else starts one with the header."""
+        from mlptrain.loggers import NullLogger, ResumePoint, build_loggers
 
         if not self.dist.is_main:  # only rank 0 writes events, checkpoints and metrics
-            return Silent()
-        # Resuming in the run's own dir continues its TensorBoard run; a checkpoint resumed elsewhere starts one.
-        resuming = self._resumed and any(self.out_dir.glob("events.out.tfevents.*"))
-        purge = None
-        if resuming and self._resumed_saved_at is not None:  # drop what a stopped run logged after its checkpoint
-            drop_events_after(self.out_dir, self._resumed_saved_at)
-        elif resuming:  # a checkpoint without its time: scalars are per epoch
-            purge = self.state.epoch + 1
-        tb = TensorBoard(self.out_dir, purge_step=purge)
-        if not resuming:
-            tb.text("config", "```\n" + json.dumps(self.run.raw, indent=2) + "\n```")
-            tb.hparams_start(self.hparams, self.metric_tags())
-        return tb
+            return NullLogger()
+        s = self.state
+        resume = ResumePoint(s.epoch, s.step, self._resumed_saved_at) if self._resumed else None
+        return build_loggers(self.cfg.loggers, self.out_dir, resume, config=self.run.raw, hparams=self.hparams,
+                             metric_tags=self.metric_tags())
 
-    def _diagnostics(self, tb):
-        """Pictures and histograms at epoch ends (None when both are off); epoch 0 = the initial weights."""
+    def _diagnostics(self, loggers):
+        """Pictures and histograms at epoch ends (None when off or unlogged); epoch 0 = the initial weights."""
         from mlptrain.diagnostics import Diagnostics
 
-        diagnostics = Diagnostics.for_trainer(self, tb)
+        diagnostics = Diagnostics.for_trainer(self, loggers)
         if diagnostics and self.state.epoch == 0 and not self._resumed:  # a resumed run has them already
             diagnostics.epoch_end(0)
         return diagnostics

@@ -8,6 +8,9 @@ file, so each job is exactly one run and one row of the HParams table.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from mlptrain.loggers.base import ResumePoint
 
 
 def _scalar(v):
@@ -17,10 +20,34 @@ def _scalar(v):
 
 
 class TensorBoard:
+    """``events.out.tfevents.*`` in the run dir (the ``Logger`` of :mod:`mlptrain.loggers.base`)."""
+
+    takes_media = True
+
     def __init__(self, log_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.continued = False
+
+    @classmethod
+    def open(cls, out_dir: Path, resume: ResumePoint | None) -> TensorBoard:
+        """Resuming in the run's own dir continues its TensorBoard run, cut back to the checkpoint;
+        a checkpoint resumed elsewhere starts one."""
+        continued = resume is not None and any(Path(out_dir).glob("events.out.tfevents.*"))
+        purge = None
+        if continued and resume.saved_at is not None:  # drop what a stopped run logged after its checkpoint
+            drop_events_after(out_dir, resume.saved_at)
+        elif continued:  # a checkpoint without its time: scalars are per epoch
+            purge = resume.epoch + 1
+        tb = cls(out_dir, purge_step=purge)
+        tb.continued = continued
+        return tb
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """An epoch's train/* and val/* scalars, its lr and throughput, at the epoch."""
+        self.scalars({k: v for k, v in row.items() if "/" in k}, row["epoch"])
+        self.scalars({"lr": row["lr"], "throughput/samples_per_s": row["samples_per_s"]}, row["epoch"])
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for k, v in values.items():

@@ -1,0 +1,50 @@
+"""Loggers, chosen with ``trainer.loggers=[tensorboard,csv]`` (docs/loggers.md).
+
+``names.LOGGERS`` maps each name to its class; :func:`build_loggers` imports a class on first use, so
+this package stays torch-free (``mlptrain --help`` and config validation import it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint
+from mlptrain.registry import LOGGERS
+
+__all__ = ["LOGGERS", "Fanout", "Logger", "NullLogger", "ResumePoint", "build_loggers", "logger_class"]
+
+
+def logger_class(name: str) -> type:
+    """The class ``LOGGERS[name]`` names, imported now."""
+    if name not in LOGGERS:
+        from mlptrain.config import ConfigError  # not at module level: config imports this package
+
+        raise ConfigError(f"trainer.loggers: unknown value {name!r}; valid choices: {', '.join(LOGGERS)}")
+    module, _, attr = LOGGERS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_loggers(names: list[str], out_dir: Path, resume: ResumePoint | None = None, *, config: dict | None = None,
+                  hparams: dict | None = None, metric_tags: list[str] = ()) -> Fanout:
+    """Open the loggers ``names`` in the run dir ``out_dir``, each cut back to ``resume`` (the resume
+    contract, :mod:`mlptrain.loggers.base`).  A logger that starts a new record gets the run's header:
+    the resolved ``config`` as text and the HParams; one that continues a stopped run's has them."""
+    out_dir = Path(out_dir)
+    opened: list[Logger] = []
+    try:
+        for name in names:
+            logger = logger_class(name).open(out_dir, resume)
+            opened.append(logger)
+            if not logger.continued:
+                if config is not None:
+                    logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
+                logger.hparams_start(hparams or {}, list(metric_tags))
+    except BaseException:
+        try:
+            Fanout(opened).close()
+        except Exception:  # noqa: BLE001 - the error that stopped the opening is the one to report
+            pass
+        raise
+    return Fanout(opened)
