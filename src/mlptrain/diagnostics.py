@@ -57,33 +57,40 @@ def _due(every: int, epoch: int, boundary: bool) -> bool:
 
 
 class Diagnostics:
-    def __init__(self, trainer, logger):
-        self.t, self.logger = trainer, logger  # a Logger (mlptrain.loggers.base): the Fanout, or one logger
-        cfg = trainer.cfg
+    """``parts``: what it draws from (``mlptrain.train.setup.Parts``, or a Trainer, which exposes the same
+    attributes: cfg, meta, task, model, data, device, val, run); the outputs of the splits the loop has
+    just evaluated are handed to each call, so they are not computed twice."""
+
+    def __init__(self, parts, logger):
+        self.t, self.logger = parts, logger  # a Logger (mlptrain.loggers.base): the Fanout, or one logger
+        self.evaluated: tuple[torch.Tensor, torch.Tensor] | None = None  # (inputs, outputs) on these weights
+        cfg = parts.cfg
         self.image_every, self.hist_every = cfg.image_every_n_epochs, cfg.histogram_every_n_epochs
-        meta = trainer.meta
-        self.classification = trainer.task.task == "classification"
+        meta = parts.meta
+        self.classification = parts.task.task == "classification"
         self.in_features = meta["in_features"]
         self.images_of_inputs = self.classification and images.is_image_shape(meta["input_shape"])
         # The bare network (a DistributedDataParallel wrapper would sync gradients on our backward).
-        self.model = getattr(trainer.model, "module", trainer.model)
+        self.model = getattr(parts.model, "module", parts.model)
         self.names = layer_names(self.model)
-        n = min(SAMPLE_ROWS, len(trainer.data.x_train))
-        self.sample = (trainer.data.x_train[:n].to(trainer.device), trainer.data.y_train[:n].to(trainer.device))
+        n = min(SAMPLE_ROWS, len(parts.data.x_train))
+        self.sample = (parts.data.x_train[:n].to(parts.device), parts.data.y_train[:n].to(parts.device))
         self.done: set[tuple[str, int]] = set()
         self.seconds = 0.0  # time spent here, reported at the end
 
     @classmethod
-    def for_trainer(cls, trainer, logger):
+    def for_trainer(cls, parts, logger):
         """None when both are off, or no logger would keep them (``trainer.loggers=[csv]``)."""
-        cfg = trainer.cfg
+        cfg = parts.cfg
         on = cfg.image_every_n_epochs >= 0 or cfg.histogram_every_n_epochs >= 0
-        return cls(trainer, logger) if on and logger.takes_media else None
+        return cls(parts, logger) if on and logger.takes_media else None
 
     # --------------------------------------------------------------------------- hooks
-    def epoch_end(self, epoch: int, last: bool = False) -> None:
-        """Called before training (``epoch`` 0), after each epoch, and once more after the last."""
+    def epoch_end(self, epoch: int, last: bool = False, evaluated=None) -> None:
+        """Called before training (``epoch`` 0), after each epoch, and once more after the last.
+        ``evaluated``: (inputs, outputs) of the validation split the loop has just evaluated."""
         t0 = time.perf_counter()
+        self.evaluated = evaluated
         if _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done:
             self.done.add(("hist", epoch))
             self.inside(epoch)
@@ -92,18 +99,20 @@ class Diagnostics:
             self.pictures(epoch)
         self.seconds += time.perf_counter() - t0
 
-    def test_end(self, step: int) -> None:
-        """After testing (the model holds the best weights): the test split's pictures."""
+    def test_end(self, step: int, evaluated, train_time: float) -> None:
+        """After testing (the model holds the best weights): the test split's pictures.
+        ``evaluated``: (inputs, outputs) of the test split, the device copy the loop evaluated."""
         if self.image_every >= 0 and self.classification:
             t0 = time.perf_counter()
-            self.classifier_pictures("test", *self.t.test, step)  # the device copy _test evaluated
+            self.evaluated = evaluated
+            self.classifier_pictures("test", evaluated[0], self.t.data.y_test, step)
             self.seconds += time.perf_counter() - t0
-        log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, self.t.state.train_time)
+        log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, train_time)
 
     # --------------------------------------------------------------------------- model calls
     @torch.inference_mode()
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        last = self.t.last_outputs
+        last = self.evaluated
         if last is not None and last[0] is x:  # the split the trainer has just evaluated, on these weights
             return last[1]
         model, bs = self.model, self.t.cfg.eval_batch_size
