@@ -15,6 +15,7 @@ import math
 import sys
 from pathlib import Path
 
+from mlptrain.data import load_dataset
 from mlptrain.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, out_of_memory
 from mlptrain.files import write_bytes
 
@@ -67,7 +68,6 @@ def eval_main(argv: list[str] | None = None) -> None:
     args = _parser("mlptrain-eval", False).parse_intermixed_args(argv)
 
     def body():
-        from mlptrain.data import load_dataset
         from mlptrain.predict import check_data_fits, evaluate, load, read_csv_inputs  # torch: after argparse
 
         loaded = load(args.checkpoint, args.overrides)

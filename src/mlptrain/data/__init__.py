@@ -51,7 +51,7 @@ def load_uncached(cfg):
         raise DataError(f"dataset.name: unknown dataset {cfg.name!r}")
     load = resolve(spec.loader)
     if spec.cached:  # later runs skip torchvision: the decoded tensors are memory-mapped from a cache
-        from mlptrain.data.processed import cached, vision_sources
+        from mlptrain.data.processed import cached, vision_sources  # torch-free until a set is loaded
 
         return cached(cfg, lambda: (load(cfg), vision_sources(cfg)))
     return load(cfg)

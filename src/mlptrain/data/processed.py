@@ -84,7 +84,7 @@ def vision_sources(cfg) -> list[str]:
     """The files torchvision read for ``cfg`` (call after loading: it imports torchvision)."""
     import torchvision.datasets as tvd
 
-    from mlptrain.data.vision import CLASSES, expected_files
+    from mlptrain.data.vision import CLASSES, expected_files  # torchvision: only on a cache miss
 
     sub, files = expected_files(getattr(tvd, CLASSES[cfg.name]))
     return [os.path.join(os.path.expanduser(cfg.data_dir), sub, name) for name, _ in files]

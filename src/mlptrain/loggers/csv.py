@@ -27,6 +27,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from mlptrain.errors import CheckpointError
+from mlptrain.files import atomic_write
 from mlptrain.loggers.base import ResumePoint
 
 FILE = "metrics.csv"
@@ -79,14 +81,10 @@ def _guarded(path: Path, write):
     try:
         return write()
     except OSError as e:
-        from mlptrain.checkpoint import CheckpointError
-
         raise CheckpointError(f"cannot write {FILE} {path}: {e.strerror or e}") from None
 
 
 def _replace(path: Path, text: str) -> None:
-    from mlptrain.files import atomic_write
-
     data = text.encode("utf-8")
     _guarded(path, lambda: atomic_write(path, lambda f: f.write(data)))
 

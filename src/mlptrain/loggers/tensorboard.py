@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlptrain.files import atomic_write
 from mlptrain.loggers.base import ResumePoint
 
 
@@ -128,8 +129,6 @@ def drop_events_after(log_dir: Path, wall_time: float) -> int:
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
     from tensorboard.summary.writer.record_writer import RecordWriter
-
-    from mlptrain.files import atomic_write
 
     dropped = 0
     for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
