@@ -26,7 +26,7 @@ from mlptrain.errors import (BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, CheckpointE
                              TrialFailed, exit_code, printable)
 from mlptrain.files import check_writable, record_failure
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
-from mlptrain.registry import check_direction, objective_mode, sweep_direction
+from mlptrain.registry import sweep_direction
 
 log = logging.getLogger("mlptrain")
 register_resolvers()  # before Hydra resolves the run dir of the first job
@@ -74,10 +74,7 @@ def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: 
     ctx = JobContext(hparams_of(run_cfg.raw, choices or {}, overrides or []), list(overrides or []), direction)
 
     if launch.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
-        # the ranks' data is not loaded here: the config's mode
-        check_direction(direction, objective_mode(run_cfg.trainer, cfg.dataset),
-                        f"trainer.monitor={run_cfg.trainer.monitor}")
-        return launch.launch(run_cfg, out_dir, ctx)
+        return launch.launch(run_cfg, out_dir, ctx)  # each rank runs run_job, which checks the direction
     return run_job(run_cfg, out_dir, ctx)
 
 
