@@ -29,7 +29,7 @@ from typing import Any
 
 from mlptrain.errors import CheckpointError
 from mlptrain.files import atomic_write
-from mlptrain.loggers.base import ResumePoint
+from mlptrain.loggers.base import NullLogger, ResumePoint
 
 FILE = "metrics.csv"
 TEST_TAG = "hparam/test_"  # the test metrics' HParams tags (Trainer.metric_tags) -> test/<metric> columns
@@ -89,7 +89,7 @@ def _replace(path: Path, text: str) -> None:
     _guarded(path, lambda: atomic_write(path, lambda f: f.write(data)))
 
 
-class CSVLogger:
+class CSVLogger(NullLogger):  # NullLogger: the no-ops for what a CSV does not hold
     """``metrics.csv``: the epoch rows and the test row (images, histograms, text and the per-step
     ``lr/step`` series are TensorBoard's; this logger ignores them)."""
 
@@ -166,18 +166,3 @@ class CSVLogger:
         if not self._file.closed:
             self.flush()
             self._file.close()
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        pass
-
-    def series(self, tag: str, values: list[float], first_step: int) -> None:
-        pass
-
-    def text(self, tag: str, body: str, step: int | None = None) -> None:
-        pass
-
-    def image(self, tag: str, img: Any, step: int) -> None:
-        pass
-
-    def histogram(self, tag: str, values: Any, step: int) -> None:
-        pass
