@@ -10,6 +10,7 @@ import importlib
 import json
 from pathlib import Path
 
+from mlptrain.errors import ConfigError
 from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint
 from mlptrain.registry import LOGGERS
 
@@ -19,8 +20,6 @@ __all__ = ["LOGGERS", "Fanout", "Logger", "NullLogger", "ResumePoint", "build_lo
 def logger_class(name: str) -> type:
     """The class ``LOGGERS[name]`` names, imported now."""
     if name not in LOGGERS:
-        from mlptrain.config import ConfigError  # not at module level: config imports this package
-
         raise ConfigError(f"trainer.loggers: unknown value {name!r}; valid choices: {', '.join(LOGGERS)}")
     module, _, attr = LOGGERS[name].partition(":")
     return getattr(importlib.import_module(module), attr)

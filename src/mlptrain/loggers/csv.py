@@ -79,7 +79,7 @@ def _guarded(path: Path, write):
     try:
         return write()
     except OSError as e:
-        from mlptrain.checkpoint import CheckpointError
+        from mlptrain.errors import CheckpointError
 
         raise CheckpointError(f"cannot write {FILE} {path}: {e.strerror or e}") from None
 
