@@ -161,8 +161,8 @@ class Contender:
         # Steady state: with several epochs the first (warm-up) is left out of the per-epoch figure.
         keep = slice(1, None) if len(times) > 1 else slice(None)
         per_60k = [t / s * SAMPLES for t, s in zip(times[keep], samples[keep])]
-        self.runs.append({"wall": r["wall"], "cpu": r["cpu"], "rss_mb": r["rss_mb"], "epoch": statistics.median(per_60k),
-                          "acc": acc, "train_s": sum(times)})
+        self.runs.append({"wall": r["wall"], "cpu": r["cpu"], "rss_mb": r["rss_mb"],
+                          "epoch": statistics.median(per_60k), "acc": acc, "train_s": sum(times)})
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -194,8 +194,8 @@ def report_main(contenders: list[Contender], args, batch: int, peak: list[float]
         rss = statistics.median([r["rss_mb"] for r in c.runs])
         acc = statistics.median([r["acc"] for r in c.runs if r["acc"] is not None] or [math.nan])
         cpu = statistics.median([r["cpu"] for r in c.runs])
-        print(f"{'(' + c.key + ')':8} {c.label:13} {fmt_stats(ep):>24} {gf:8.1f} {100 * gf / pk:5.0f}%   {fmt_stats(walls):>22}"
-              f" {cpu:6.1f} {over:10.2f} {rss:12.0f} {acc:8.4f}")
+        print(f"{'(' + c.key + ')':8} {c.label:13} {fmt_stats(ep):>24} {gf:8.1f} {100 * gf / pk:5.0f}%"
+              f"   {fmt_stats(walls):>22} {cpu:6.1f} {over:10.2f} {rss:12.0f} {acc:8.4f}")
     by = {c.key: c for c in contenders}
     out = {}
     print("ratios (median [min-max] of the per-round ratios):")
@@ -250,10 +250,10 @@ def scaling(args, work: Path) -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from bare_loop import train_steps
     from hydra import compose, initialize_config_module
 
     from _reference import mlp
+    from bare_loop import train_steps
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
     from mlptrain.progress import Progress
@@ -261,7 +261,8 @@ def scaling(args, work: Path) -> None:
 
     device = args.device
     overrides = ["dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false", "optim=adam",
-                 "optim.lr=0.001", "scheduler=none", "trainer.progress=none", "trainer.checkpoint=false", f"trainer.device={device}"]
+                 "optim.lr=0.001", "scheduler=none", "trainer.progress=none", "trainer.checkpoint=false",
+                 f"trainer.device={device}"]
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
         data = load_dataset(parse(compose(config_name="config", overrides=overrides)).dataset)
     x = data.x_train.flatten(1).float().sub_(data.x_mean.flatten()).div_(data.x_std.flatten()).to(device)
@@ -314,8 +315,8 @@ def scaling(args, work: Path) -> None:
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("MLPTRAIN_DATA", os.path.expanduser("~/.cache/mlptrain")))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default=None, help="comma-separated (default: 128 on cpu, 128,1024 on cuda)")

@@ -25,8 +25,8 @@ import torch
 
 from mlptrain.data import load_dataset
 from mlptrain.data.synthetic import count_rate
-from mlptrain.predict import load
 from mlptrain.losses.likelihoods import FAMILIES
+from mlptrain.predict import load
 
 BINS = 5
 PER_BIN = ("obs/pred mean (lowest..highest bin)", "obs/pred variance (lowest..highest bin)",

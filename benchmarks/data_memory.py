@@ -89,7 +89,8 @@ def main() -> None:
                 sys.exit(out.stderr)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{name:8s} ({source} files): resident +{r['added_mb']:.0f} MB for {r['arrays_mb']:.0f} MB of "
-                  f"arrays (ratio {r['added_mb'] / r['arrays_mb']:.2f}); peak while loading +{r['peak_added_mb']:.0f} MB")
+                  f"arrays (ratio {r['added_mb'] / r['arrays_mb']:.2f}); "
+                  f"peak while loading +{r['peak_added_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -78,8 +78,8 @@ def main() -> None:
 
     from mlptrain.config import parse
     from mlptrain.diagnostics import Diagnostics
-    from mlptrain.progress import Progress
     from mlptrain.loggers.tensorboard import TensorBoard
+    from mlptrain.progress import Progress
     from mlptrain.train import Trainer
 
     torch.set_num_threads(args.threads)
@@ -105,7 +105,8 @@ def main() -> None:
         every_in = args.every if args.every is not None else t.histogram_every_n_epochs
         # Whole-run cost: pictures at each due epoch plus the test split's (counted as a full round),
         # the look inside at each due epoch plus once before training.
-        overhead = (rounds(every_pic, t.epochs, 1) * pictures + rounds(every_in, t.epochs, 1) * inside) / (t.epochs * epoch)
+        overhead = ((rounds(every_pic, t.epochs, 1) * pictures + rounds(every_in, t.epochs, 1) * inside)
+                    / (t.epochs * epoch))
         print(f"{name:28} {epoch:8.4f} {pictures:11.4f} {pictures / epoch:6.2f} {inside:9.4f} "
               f"{inside / epoch:6.2f} {overhead:12.1%}")
 

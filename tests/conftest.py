@@ -66,4 +66,5 @@ def assert_csv_is_the_history(run_dir: Path) -> None:
     nan_safe = lambda rows: [{k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}  # noqa: E731
                              for r in rows]
     got = [{k: number(v) for k, v in r.items() if v != ""} for r in rows]
-    assert nan_safe(got) == nan_safe([*metrics["history"], {"epoch": metrics["epochs"], "step": metrics["steps"], **test}])
+    expected = [*metrics["history"], {"epoch": metrics["epochs"], "step": metrics["steps"], **test}]
+    assert nan_safe(got) == nan_safe(expected)

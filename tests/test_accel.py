@@ -44,11 +44,10 @@ def test_fp16_skip_batch_keeps_the_scaler_consistent(make_cfg, tmp_path):
     # A skipped batch used to leave the scaler mid-step (unscaled), so the next step raised.
     import dataclasses
 
+    from conftest import TINY
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
     from mlptrain.train import Trainer
-
-    from conftest import TINY
 
     run = parse(make_cfg(*TINY, "trainer.precision=fp16", "trainer.nan_policy=skip_batch", "trainer.batch_size=16"))
     data = load_dataset(run.dataset)
@@ -63,7 +62,8 @@ def test_precision_unavailable_on_a_device_is_a_config_error():
 
     from mlptrain.accel import autocast_for
 
-    with pytest.raises(ConfigError, match=r"^trainer.precision: bf16 autocast is not available on meta; valid here: fp32"):
+    with pytest.raises(ConfigError,
+                       match=r"^trainer.precision: bf16 autocast is not available on meta; valid here: fp32"):
         autocast_for("bf16", torch.device("meta"))
     assert autocast_for("fp32", torch.device("meta")) is nullcontext
 
@@ -95,7 +95,8 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(train, tmp_path, c
 
 
 def test_unknown_compile_backend_names_the_valid_ones(train):
-    with pytest.raises(ConfigError, match=r"trainer.compile_backend: unknown backend 'nope'; valid choices: .*inductor"):
+    with pytest.raises(ConfigError,
+                       match=r"trainer.compile_backend: unknown backend 'nope'; valid choices: .*inductor"):
         train("trainer.compile=true", "trainer.compile_backend=nope")
 
 

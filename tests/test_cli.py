@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from conftest import TINY, mlptrain
 
 
@@ -55,7 +56,7 @@ def test_single_run_writes_config_metrics_checkpoints_and_events(tmp_path):
 
 
 def test_two_runs_in_the_same_second_get_two_dirs():
-    from mlptrain import cli, compose
+    from mlptrain import cli, compose  # noqa: F401 - importing cli registers the mlptrain.* resolvers
 
     compose.reserved_dirs.clear()
     a = compose.unique_dir("/tmp/mlptrain-test-unique/x")
@@ -120,7 +121,7 @@ def test_cfg_prints_a_config_that_composes_even_with_a_bad_value(tmp_path):
 def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from mlptrain import cli, compose
+    from mlptrain import cli, compose  # noqa: F401 - importing cli registers the mlptrain.* resolvers
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -174,7 +175,8 @@ def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
         sweep = parse(sweeper_params(primary)) + parse(["experiment=optimizer_showdown", "seed=5,6"])
     # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
     assert structures(sweep, primary) == [
-        [f"optim={o}", "seed=5", "experiment=optimizer_showdown"] for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
+        [f"optim={o}", "seed=5", "experiment=optimizer_showdown"]
+        for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
 
 
 def test_a_sweep_over_a_group_only_a_search_path_has_is_checked_before_any_job(tmp_path):

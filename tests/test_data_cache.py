@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import torch
-from test_data_vision import write_mnist
 
 from mlptrain.config import VisionConfig
 from mlptrain.data import load_uncached
 from mlptrain.data.processed import cache_file
+from test_data_vision import write_mnist
 
 FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "x_mean", "x_std")
 

@@ -10,8 +10,8 @@ import statistics
 
 import pytest
 import torch
-from conftest import mlptrain
 
+from conftest import mlptrain
 from mlptrain.config import ConfigError, CsvConfig
 from mlptrain.data import DataError, load_dataset
 from mlptrain.data.bundle import split_indices
@@ -57,7 +57,7 @@ def write_csv(path, rows, header=COLUMNS, delimiter=","):
     return path
 
 
-def load(path, **kw) -> "DataBundle":  # noqa: F821
+def load(path, **kw) -> DataBundle:  # noqa: F821
     return load_dataset(CsvConfig(path=str(path), **kw))
 
 
@@ -69,7 +69,8 @@ def test_a_table_edited_between_loads_is_read_again_also_through_a_home_path(tmp
     assert load("~/t.csv", target="species") is first  # unchanged: the process's copy
     write_csv(path, penguins(n=80))
     second = load("~/t.csv", target="species")
-    assert len(second.x_train) + len(second.x_val) + len(second.x_test) > len(first.x_train) + len(first.x_val) + len(first.x_test)
+    n_rows = lambda b: len(b.x_train) + len(b.x_val) + len(b.x_test)
+    assert n_rows(second) > n_rows(first)
 
 
 def test_mixed_table_classifies_through_the_command(tmp_path):
@@ -272,7 +273,8 @@ def test_ragged_row_and_a_bad_test_file(tmp_path):
 def test_single_class_and_bad_feature_lists(tmp_path):
     rows = [["Adelie", *r[1:]] for r in penguins(n=20)]
     msg, _ = _bad(tmp_path, rows)
-    assert msg == "dataset.target: column 'species' has a single value 'Adelie'; a classifier needs at least two classes"
+    assert msg == ("dataset.target: column 'species' has a single value 'Adelie'; "
+                   "a classifier needs at least two classes")
     msg, path = _bad(tmp_path, penguins(n=20), features=["island", "beak"])
     assert msg.startswith(f"dataset.features: column 'beak' is not in {path}; columns: species, island")
     msg, _ = _bad(tmp_path, penguins(n=20), categorical=["colour"])

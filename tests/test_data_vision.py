@@ -15,6 +15,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+
 from conftest import mlptrain
 
 torchvision_datasets = pytest.importorskip("torchvision.datasets")
@@ -185,7 +186,8 @@ def test_cifar_unreachable_and_corrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision_datasets.CIFAR10, "url", CLOSED_PORT + "cifar-10-python.tar.gz")
     with pytest.raises(DataError, match=r"^dataset cifar10: download failed \(.*\); expected data_batch_1, "
                        r"data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, batches.meta in "
-                       rf"{tmp_path}/cifar-10-batches-py/: put them there by hand and run with dataset.download=false$"):
+                       rf"{tmp_path}/cifar-10-batches-py/: "
+                       r"put them there by hand and run with dataset.download=false$"):
         load_dataset(VisionConfig(name="cifar10", data_dir=str(tmp_path), download=True))
     write_cifar(tmp_path / "other", monkeypatch)
     with open(tmp_path / "other" / "cifar-10-batches-py" / "data_batch_3", "ab") as f:

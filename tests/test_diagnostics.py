@@ -7,9 +7,9 @@ import io
 
 import pytest
 import torch
-from conftest import TINY
 from PIL import Image
 
+from conftest import TINY
 from mlptrain import images
 
 
@@ -116,7 +116,8 @@ def test_images_histograms_and_internals_reach_tensorboard(train, tmp_path):
     tags = events(out).Tags()
     assert {"images/decision_boundary", "val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
     for layer in ("layer1", "layer2", "output"):
-        assert {f"weights/{layer}.weight", f"weights/{layer}.bias", f"gradients/{layer}.weight"} <= set(tags["histograms"])
+        expected = {f"weights/{layer}.weight", f"weights/{layer}.bias", f"gradients/{layer}.weight"}
+        assert expected <= set(tags["histograms"])
         assert f"grad_norm/{layer}" in tags["scalars"]
     assert {"activations/layer1", "activations/layer2"} <= set(tags["histograms"])
     assert {"dead_relu/layer1", "dead_relu/layer2", "grad_norm/total"} <= set(tags["scalars"])

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, mlptrain
 
+from conftest import TINY, mlptrain
 from mlptrain import checkpoint, files
 from mlptrain.checkpoint import CheckpointError
 
@@ -33,8 +33,8 @@ def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    r = subprocess.run([sys.executable, "-m", "mlptrain", f"trainer.resume={run_dir}", "trainer.epochs=4"], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=240, preexec_fn=small_files)
+    r = subprocess.run([sys.executable, "-m", "mlptrain", f"trainer.resume={run_dir}", "trainer.epochs=4"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, preexec_fn=small_files)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert re.fullmatch(f"mlptrain: error: cannot write checkpoint {run_dir}/(best|last).pt: File too large; "
                         f"the previous one is kept\n", r.stderr), r.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, mlptrain
 
+from conftest import TINY, mlptrain
 from mlptrain import checkpoint
 
 # Uneven on purpose: a global batch of 33 is 17 + 16 rows on 2 ranks, and the last of the 140 training
@@ -187,9 +187,9 @@ def test_devices_2_sigterm_saves_mid_epoch_and_the_resume_continues_the_curve(tm
 
 def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg):
     from mlptrain import launch
-    from mlptrain.job import JobContext
     from mlptrain.checkpoint import CheckpointError
     from mlptrain.config import parse
+    from mlptrain.job import JobContext
 
     run = parse(make_cfg(*TINY, "trainer.devices=2", "trainer.device=cpu", f"trainer.resume={tmp_path}/none"))
     with pytest.raises(CheckpointError) as e:
@@ -200,8 +200,8 @@ def test_a_worker_error_comes_back_as_the_same_one_line_error(tmp_path, make_cfg
 def test_compiled_ddp_ranks_match_one_process(tmp_path, make_cfg, reference):
     """trainer.compile with DDP compiles the DDP module (not DDP around a compiled forward)."""
     from mlptrain import launch
-    from mlptrain.job import JobContext
     from mlptrain.config import parse
+    from mlptrain.job import JobContext
 
     run = parse(make_cfg(*DDP, "trainer.epochs=3", "trainer.devices=2", "trainer.compile=true",
                          "trainer.compile_backend=eager"))
@@ -210,8 +210,8 @@ def test_compiled_ddp_ranks_match_one_process(tmp_path, make_cfg, reference):
 
 def test_more_ranks_than_the_machine_has_is_refused_before_starting(tmp_path, make_cfg):
     from mlptrain import launch
-    from mlptrain.job import JobContext
     from mlptrain.config import ConfigError, parse
+    from mlptrain.job import JobContext
 
     cores = len(os.sched_getaffinity(0))
     run = parse(make_cfg(*TINY, f"trainer.devices={cores + 1}", "trainer.device=cpu"))
@@ -258,7 +258,8 @@ def _pids_writing_under(folder: Path) -> list[int]:
 def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, train):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     common = [*TINY, "trainer.epochs=20", "trainer.device=cpu"]
-    with _started("-m", "hydra/launcher=submitit_local", "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher",
+    with _started("-m", "hydra/launcher=submitit_local",
+                  "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher",
                   f"hydra.sweep.dir={tmp_path}/sweep", *common, "seed=0,1", cwd=tmp_path,
                   stderr=subprocess.STDOUT) as sweep:
         # Preempt job 0 (USR2 is submitit's signal) once it has a checkpoint, looking while it is frozen.

@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
-from conftest import mlptrain
 
+from conftest import mlptrain
 from mlptrain import checkpoint
 from mlptrain.errors import TrainingError
 
@@ -105,7 +105,8 @@ def test_the_command_exits_1_with_one_line(tmp_path):
     r = mlptrain(*DIVERGE, cwd=tmp_path)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlptrain: error: loss became non-finite at epoch 1, step "), r.stderr
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("mlptrain: error: loss became non-finite at epoch 1, step "), r.stderr
     (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["error"] == lines[0].removeprefix("mlptrain: error: ")

@@ -41,7 +41,8 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for name, overrides in {"cls": ["dataset=blobs", "dataset.n_classes=3"], "reg": ["dataset=sine", "loss=gaussian_nll"]}.items():
+    configs = {"cls": ["dataset=blobs", "dataset.n_classes=3"], "reg": ["dataset=sine", "loss=gaussian_nll"]}
+    for name, overrides in configs.items():
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
             cfg = compose(config_name="config", overrides=[
                 "trainer.epochs=2", "dataset.n_samples=200", "model.hidden=[8]", "trainer.progress=none", *overrides])
@@ -90,20 +91,22 @@ def test_eval_reproduces_the_runs_test_metrics_exactly(runs, kind, tmp_path):
 def test_eval_on_another_split_or_dataset_config(runs):
     code, out, err = call(eval_main, str(runs["cls"]), "--split", "val")
     assert code == 0, err
-    assert json.loads(out)["metrics"]["acc"] == json.loads((runs["cls"] / "metrics.json").read_text())["best"]["val/acc"]
+    best = json.loads((runs["cls"] / "metrics.json").read_text())["best"]
+    assert json.loads(out)["metrics"]["acc"] == best["val/acc"]
     code, out, err = call(eval_main, str(runs["cls"]), "dataset.n_samples=400", "dataset.seed=7")
     assert code == 0, err
     assert json.loads(out)["rows"] == 60 and 0 <= json.loads(out)["metrics"]["acc"] <= 1
     # Another dataset config whose shape does not fit: one line saying why.
     code, out, err = call(eval_main, str(runs["cls"]), "dataset=moons")
-    assert code == 2 and err == "mlptrain-eval: error: dataset moons does not fit the checkpoint: outputs 2, the model expects 3\n"
+    assert code == 2
+    assert err == "mlptrain-eval: error: dataset moons does not fit the checkpoint: outputs 2, the model expects 3\n"
 
 
 def test_eval_overrides_that_do_not_compose_are_one_line(make_cfg):
     from omegaconf import OmegaConf
 
-    from mlptrain.config import ConfigError
     from mlptrain.compose import with_overrides
+    from mlptrain.config import ConfigError
 
     raw = OmegaConf.to_container(make_cfg())
     with pytest.raises(ConfigError) as e:
@@ -244,7 +247,8 @@ def test_a_table_checkpoint_predicts_new_rows_encoded_as_in_training(make_cfg, t
     assert list(pred[0]) == ["prediction", "p_cat", "p_dog", "p_fox"] and len(pred) == 3
     assert pred[0]["prediction"] == "fox"
 
-    code, _, err = call(predict_main, str(tmp_path / "run"), str(write_text(tmp_path / "bad.csv", "size,colour\n1,red\n")))
+    bad = write_text(tmp_path / "bad.csv", "size,colour\n1,red\n")
+    code, _, err = call(predict_main, str(tmp_path / "run"), str(bad))
     assert code == 2 and "column 'weight' is missing" in err and err.count("\n") == 1
 
     other = tmp_path / "other.csv"

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, mlptrain
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from conftest import TINY, mlptrain
 from mlptrain import checkpoint, cli
+from mlptrain.checkpoint import CheckpointError
 from mlptrain.cli.train import flatten
 from mlptrain.compose import CONFIG_PACKAGE, config_groups, precompose
-from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import VISION, ConfigError
 from mlptrain.data import DataError
 from mlptrain.errors import TrainingError

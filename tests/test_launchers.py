@@ -9,6 +9,7 @@ import os
 
 import pytest
 import yaml
+
 from conftest import TINY, mlptrain
 
 

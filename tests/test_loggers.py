@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, assert_csv_is_the_history, metrics_csv, mlptrain
-from test_resume import assert_same_run
 
+from conftest import TINY, assert_csv_is_the_history, metrics_csv, mlptrain
 from mlptrain import checkpoint
 from mlptrain.config import ConfigError
+from test_resume import assert_same_run
 
 BOTH = "trainer.loggers=[tensorboard,csv]"
 

@@ -7,10 +7,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, mlptrain
 
-from mlptrain.config import (LOSSES, SYNTHETIC_CLASSIFICATION, SYNTHETIC_REGRESSION, ConfigError, LossConfig, ModelConfig,
-                             SyntheticConfig, parse)
+from conftest import TINY, mlptrain
+from mlptrain.config import (
+    LOSSES,
+    SYNTHETIC_CLASSIFICATION,
+    SYNTHETIC_REGRESSION,
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    SyntheticConfig,
+    parse,
+)
 from mlptrain.data.synthetic import load_synthetic
 from mlptrain.losses import METRICS, Task, build_task, elementwise_nll, expected_calibration_error, monitor_of
 from mlptrain.model import build_model
@@ -257,7 +265,8 @@ def test_loss_option_errors(overrides, needle, make_cfg):
     ("cross_entropy", "acc", "max"), ("mse", "rmse", "min"), ("gaussian_nll", "nll", "min"),
 ])
 def test_default_monitor_is_comparable_across_the_losses_of_a_task(loss, monitor, mode):
-    task = task_for(loss, 3 if loss == "cross_entropy" else 1, "classification" if loss == "cross_entropy" else "regression")
+    classifier = loss == "cross_entropy"
+    task = task_for(loss, 3 if classifier else 1, "classification" if classifier else "regression")
     assert monitor_of(task, "auto", "auto") == (monitor, mode)
 
 

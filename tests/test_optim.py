@@ -11,7 +11,7 @@ from torch import nn
 
 from mlptrain.compose import config_groups
 from mlptrain.config import ConfigError, parse
-from mlptrain.optim import build_optimizer, build_scheduler
+from mlptrain.optim import build_scheduler
 
 # 400 samples -> 280 train rows -> 5 steps of 64 per epoch: schedules have room to move.
 SMALL = ["dataset.n_samples=400", "trainer.batch_size=64", "optim=sgd", "optim.lr=0.1"]
@@ -281,8 +281,9 @@ def test_bad_optimizer_settings_are_one_clear_line(make_cfg, override, needle):
 
 # ----------------------------------------------------------------------------- presets
 def test_optimizer_showdown_is_one_command_one_job_per_optimizer(tmp_path):
-    from conftest import mlptrain
     from hydra import compose, initialize_config_module
+
+    from conftest import mlptrain
     from test_data_vision import write_mnist
 
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_csv_is_the_history, metrics_csv, mlptrain
 
+from conftest import assert_csv_is_the_history, metrics_csv, mlptrain
 from mlptrain import checkpoint
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import ConfigError
@@ -121,8 +121,8 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
 @pytest.mark.parametrize("stop_after", [23, 70])  # mid-epoch, and on an epoch's last step
 def test_sigint_mid_epoch_then_resume_is_bit_identical(train, make_cfg, tmp_path, monkeypatch, stop_after):
     from mlptrain import cli
-    from mlptrain.progress import Progress
     from mlptrain.errors import TrainingInterrupted
+    from mlptrain.progress import Progress
 
     ref, run_dir = tmp_path / "ref", tmp_path / "run"
     train(*RUN, "trainer.epochs=3", out=ref, tiny=False)

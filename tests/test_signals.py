@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import mlptrain
 
+from conftest import mlptrain
 from mlptrain import checkpoint, files
 from mlptrain.signals import Abort, GracefulStop
 

@@ -125,7 +125,6 @@ def test_sweeps_run_on_the_sweeper_that_composes_each_job_once(tmp_path):
 def test_pictures_reuse_the_evaluation_outputs(make_cfg, tmp_path):
     # the confusion matrices of val and test come from the outputs evaluate() has just computed
     from conftest import TINY
-
     from mlptrain.config import parse
     from mlptrain.train import Trainer
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import TINY, mlptrain
 
+from conftest import TINY, mlptrain
 from mlptrain import sweep
 
 
@@ -161,8 +161,9 @@ def test_the_launchers_config_cache_matches_hydras_composition(command, jobs, st
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
-    from hydra_plugins.mlptrain_sweeper import SweepConfigs
     from omegaconf import OmegaConf
+
+    from hydra_plugins.mlptrain_sweeper import SweepConfigs
 
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()

@@ -87,7 +87,8 @@ def test_checkpoint_round_trip_is_self_describing(train, tmp_path):
 def test_corrupt_and_foreign_checkpoints_fail_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(checkpoint.CheckpointError, match=r"not an mlptrain checkpoint \(not a file written by torch.save\)"):
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"not an mlptrain checkpoint \(not a file written by torch.save\)"):
         checkpoint.load(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

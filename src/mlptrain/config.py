@@ -9,9 +9,8 @@ Nothing here imports torch, so ``mlptrain --help`` and validation stay fast.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -19,8 +18,19 @@ from omegaconf.errors import OmegaConfBaseException
 from mlptrain.checks import check, choice, finite
 from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
 from mlptrain.errors import ConfigError
-from mlptrain.registry import ACTIVATIONS, DATASETS, INITS, LOGGERS, NORMS, SCHEDULERS, dataset_task, datasets
-from mlptrain.registry import LOSS_TASKS, loss_misfit, loss_param_misuse, losses_for  # noqa: F401 (re-exported)
+from mlptrain.registry import (
+    ACTIVATIONS,
+    DATASETS,
+    INITS,
+    LOGGERS,
+    LOSS_TASKS,
+    NORMS,
+    SCHEDULERS,
+    dataset_task,
+    datasets,
+    loss_misfit,
+    loss_param_misuse,
+)
 
 __all__ = ["ConfigError", "CsvConfig", "SyntheticConfig", "VisionConfig", "RunConfig", "parse"]
 
@@ -50,8 +60,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         choice(self.name, "model.name", ("mlp", "linear"))
         if self.name == "mlp":
-            check(len(self.hidden) > 0, "model.hidden", "an mlp needs at least one hidden size (use model=linear for none)")
-        check(all(h >= 1 for h in self.hidden), "model.hidden", f"sizes must be positive integers, got {list(self.hidden)}")
+            check(len(self.hidden) > 0, "model.hidden",
+                  "an mlp needs at least one hidden size (use model=linear for none)")
+        check(all(h >= 1 for h in self.hidden), "model.hidden",
+              f"sizes must be positive integers, got {list(self.hidden)}")
         choice(self.activation, "model.activation", ACTIVATIONS)
         check(finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
         choice(self.norm, "model.norm", NORMS)
@@ -75,9 +87,11 @@ class LossConfig:
         check(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
                f"must be in [0, 1), got {self.label_smoothing}")
         choice(self.output, "loss.output", ("softmax", "raw"))
-        check(finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta", f"must be > 0, got {self.huber_delta}")
+        check(finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta",
+              f"must be > 0, got {self.huber_delta}")
         choice(self.variance, "loss.variance", ("softplus", "exp"))
-        check(finite(self.min_variance) and self.min_variance > 0, "loss.min_variance", f"must be > 0, got {self.min_variance}")
+        check(finite(self.min_variance) and self.min_variance > 0, "loss.min_variance",
+              f"must be > 0, got {self.min_variance}")
         # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
         # which keys each loss reads), rather than silently ignored.
         for f in dataclasses.fields(self):
@@ -113,7 +127,8 @@ class OptimConfig:
             check(isinstance(b, (list, tuple)) and len(b) == 2 and all(finite(x) and 0 <= x < 1 for x in b),
                    "optim.betas", f"must be two numbers in [0, 1), got {b}")
         if "eps" in self.kwargs:
-            check(finite(self.kwargs["eps"]) and self.kwargs["eps"] > 0, "optim.eps", f"must be > 0, got {self.kwargs['eps']}")
+            check(finite(self.kwargs["eps"]) and self.kwargs["eps"] > 0, "optim.eps",
+                  f"must be > 0, got {self.kwargs['eps']}")
 
 
 # ----------------------------------------------------------------------------- scheduler
@@ -126,7 +141,7 @@ class SchedulerConfig:
     gamma: float = 0.1  # step / exponential decay factor
     warmup_epochs: float = 0.0  # cosine: linear warmup length
     min_lr: float = 0.0  # cosine floor; plateau's lower bound
-    max_lr: Optional[float] = None  # onecycle peak (default: optim.lr)
+    max_lr: float | None = None  # onecycle peak (default: optim.lr)
     pct_start: float = 0.3  # onecycle: fraction of steps spent rising
     div_factor: float = 25.0  # onecycle: start at max_lr / div_factor
     final_div_factor: float = 1e4  # onecycle: end at start / final_div_factor
@@ -138,11 +153,15 @@ class SchedulerConfig:
         choice(self.name, "scheduler.name", SCHEDULERS)
         check(self.step_size >= 1, "scheduler.step_size", f"must be >= 1, got {self.step_size}")
         check(finite(self.gamma) and 0 < self.gamma <= 1, "scheduler.gamma", f"must be in (0, 1], got {self.gamma}")
-        check(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "scheduler.warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        check(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "scheduler.warmup_epochs",
+              f"must be >= 0, got {self.warmup_epochs}")
         check(finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
-        check(self.max_lr is None or (finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr", f"must be > 0, got {self.max_lr}")
-        check(finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start", f"must be in (0, 1), got {self.pct_start}")
-        check(finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor", f"must be >= 1, got {self.div_factor}")
+        check(self.max_lr is None or (finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr",
+              f"must be > 0, got {self.max_lr}")
+        check(finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start",
+              f"must be in (0, 1), got {self.pct_start}")
+        check(finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor",
+              f"must be >= 1, got {self.div_factor}")
         check(finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
                f"must be >= 1, got {self.final_div_factor}")
         check(finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
@@ -158,7 +177,8 @@ class EarlyStoppingConfig:
 
     def __post_init__(self) -> None:
         check(self.patience >= 0, "trainer.early_stopping.patience", f"must be >= 0, got {self.patience}")
-        check(finite(self.min_delta) and self.min_delta >= 0, "trainer.early_stopping.min_delta", f"must be >= 0, got {self.min_delta}")
+        check(finite(self.min_delta) and self.min_delta >= 0, "trainer.early_stopping.min_delta",
+              f"must be >= 0, got {self.min_delta}")
 
 
 @dataclass
@@ -181,7 +201,7 @@ class TrainerConfig:
     progress: str = "auto"  # auto (bar on a terminal) | bar | epoch | none
     checkpoint: bool = True
     checkpoint_every_n_steps: int = 0
-    resume: Optional[str] = None
+    resume: str | None = None
     nan_policy: str = "stop"  # stop | skip_batch
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -193,7 +213,8 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
         check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
-        check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps", f"must be -1 (off) or >= 1, got {self.max_steps}")
+        check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps",
+              f"must be -1 (off) or >= 1, got {self.max_steps}")
         for key in ("epochs", "max_steps"):
             check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
         check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -211,9 +232,11 @@ class TrainerConfig:
         check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
                f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
         choice(self.mode, "trainer.mode", ("auto", "min", "max"))
-        check(finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        check(finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip",
+              f"must be >= 0, got {self.grad_clip}")
         choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
-        check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps", f"must be >= 0, got {self.checkpoint_every_n_steps}")
+        check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
+              f"must be >= 0, got {self.checkpoint_every_n_steps}")
         choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
         for i, name in enumerate(self.loggers):
             choice(name, "trainer.loggers", LOGGERS)

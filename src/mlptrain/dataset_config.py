@@ -6,9 +6,9 @@ Which names use which schema is :data:`mlptrain.registry.DATASETS`.  Torch-free.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from mlptrain.checks import check, choice, finite, split_fractions
+
 
 @dataclass
 class SyntheticConfig:
@@ -60,8 +60,8 @@ class CsvConfig:
     path: str = "???"
     target: str = "???"
     task: str = "auto"  # auto (integer/string target: classification, float: regression) | classification | regression
-    test_path: Optional[str] = None  # a separate test table; otherwise test_fraction of path is held out
-    features: Optional[list[str]] = None  # default: every column but the target
+    test_path: str | None = None  # a separate test table; otherwise test_fraction of path is held out
+    features: list[str] | None = None  # default: every column but the target
     categorical: list[str] = field(default_factory=list)  # one-hot these even if they look numeric (codes, ids)
     # Missing cells: imputed from the training split (numeric: mean/median/most frequent; categorical:
     # most frequent) or rejected (error).

@@ -32,7 +32,8 @@ def _parser(prog: str, predict_cmd: bool) -> argparse.ArgumentParser:
         p.add_argument("input", help="CSV of raw feature columns (a header is optional; a target column is ignored)")
         p.add_argument("-o", "--output", default="-", help="predictions CSV to write (default: stdout)")
     else:
-        p.add_argument("--split", choices=("test", "val", "train"), default="test", help="split to evaluate (default: test)")
+        p.add_argument("--split", choices=("test", "val", "train"), default="test",
+                       help="split to evaluate (default: test)")
         p.add_argument("--csv", help="evaluate on all rows of this CSV (raw features + target column) instead")
         p.add_argument("-o", "--output", help="also write the metrics JSON here")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the checkpoint's config")

@@ -32,4 +32,4 @@ def run_job(run: RunConfig, out_dir: Path, ctx: JobContext) -> dict:
         check_direction(ctx.direction, trainer.mode, f"val/{trainer.monitor}")
         return trainer.fit()
     except (MemoryError, RuntimeError) as e:
-        raise out_of_memory(e) or e
+        raise out_of_memory(e) or e  # noqa: B904 - e itself, or the one-line OOM error with e as its context

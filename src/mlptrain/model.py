@@ -40,7 +40,8 @@ class Standardize(nn.Module):
 def _init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
     if scheme == "default":
         return  # torch's own (Kaiming-uniform with a=sqrt(5))
-    nonlin = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}.get(activation, "linear")
+    nonlin = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh",
+              "sigmoid": "sigmoid"}.get(activation, "linear")
     if scheme == "kaiming":
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if nonlin == "linear" else nonlin)
     elif scheme == "xavier":

@@ -19,7 +19,6 @@ from mlptrain.errors import ConfigError
 from mlptrain.fast_optim import without_compiler_guards
 from mlptrain.registry import SCHEDULERS, resolve
 
-
 # Every normalisation layer torch has (batch/instance norm share _NormBase).
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 

@@ -76,7 +76,8 @@ def architecture_mismatch(model, state: dict) -> str | None:
         w = state[k]
         if not hasattr(w, "shape") or tuple(w.shape) != tuple(v.shape):
             shape = tuple(w.shape) if hasattr(w, "shape") else type(w).__name__
-            return f"{k} is {list(shape) if isinstance(shape, tuple) else shape} in the checkpoint, {list(v.shape)} in the model"
+            return (f"{k} is {list(shape) if isinstance(shape, tuple) else shape} in the checkpoint, "
+                    f"{list(v.shape)} in the model")
     return None
 
 

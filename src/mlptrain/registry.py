@@ -9,9 +9,10 @@ torch is imported, and adding a dataset, loss, scheduler or logger is one line h
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
 from mlptrain.errors import ConfigError
@@ -28,11 +29,11 @@ def resolve(ref: str) -> Any:
 class DatasetSpec:
     schema: type  # the dataclass its config group is merged onto (mlptrain.dataset_config)
     loader: str  # "module:function", called with the typed config: returns a DataBundle
-    task: Optional[str]  # classification | regression; None: only the data can tell (a CSV with task=auto)
+    task: str | None  # classification | regression; None: only the data can tell (a CSV with task=auto)
     # Classes of a classification set, when the config alone decides them: a number, the name of a
     # config key holding it, or None (known once the data is loaded).
     classes: int | str | None = None
-    make: Optional[str] = None  # synthetic sets: "module:function" (cfg, generator) -> (x, y)
+    make: str | None = None  # synthetic sets: "module:function" (cfg, generator) -> (x, y)
     cached: bool = False  # torchvision sets: the decoded tensors are cached (mlptrain.data.processed)
 
 
@@ -72,7 +73,7 @@ def datasets(schema: type, task: str | None = None) -> tuple[str, ...]:
     return tuple(n for n, s in DATASETS.items() if s.schema is schema and (task is None or s.task == task))
 
 
-def dataset_task(ds: Any) -> Optional[tuple[str, Optional[int]]]:
+def dataset_task(ds: Any) -> tuple[str, int | None] | None:
     """(task, classes) of a typed dataset config when known without loading it (classes None: unknown)."""
     spec = DATASETS.get(getattr(ds, "name", None))
     if spec is None:
@@ -97,7 +98,7 @@ class LossSpec:
     tasks: tuple[str, ...]
     # A mlptrain.losses.likelihoods class, per task when one name covers two (mse: Brier on classes,
     # a Gaussian on real targets); a plain string serves every task of the loss.
-    impl: Union[str, Mapping[str, str]]
+    impl: str | Mapping[str, str]
     # The LossConfig keys this loss reads; any other key set away from its default is refused.
     params: tuple[str, ...] = ()
     # Predicts its own spread per input (a predictive distribution): ranked by nll by default.
@@ -147,13 +148,13 @@ MAXIMISE = {"acc", "r2"}
 NOT_MONITORABLE = {"coverage95"}  # good when near 0.95, so neither min nor max selects on it
 
 
-def losses_for(task: str, n_classes: Optional[int] = None) -> list[str]:
+def losses_for(task: str, n_classes: int | None = None) -> list[str]:
     """Losses that fit a task; ``n_classes`` None (not known yet) keeps bce as a candidate."""
     kinds = {task} | ({"binary"} if task == "classification" and n_classes in (2, None) else set())
     return [name for name, fits in LOSS_TASKS.items() if kinds & set(fits)]
 
 
-def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = None) -> Optional[str]:
+def loss_misfit(loss: str, dataset: str, task: str, n_classes: int | None = None) -> str | None:
     """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
     fits = losses_for(task, n_classes)
     if loss in fits:
@@ -164,7 +165,7 @@ def loss_misfit(loss: str, dataset: str, task: str, n_classes: Optional[int] = N
     return f"loss={loss} does not fit dataset={dataset} ({what}); losses that fit: {', '.join(fits)}"
 
 
-def loss_param_misuse(loss: str, key: str) -> Optional[str]:
+def loss_param_misuse(loss: str, key: str) -> str | None:
     """None if ``loss.<key>`` is read by ``loss``, else why not (which losses do read it)."""
     if key in LOSSES[loss].params:
         return None

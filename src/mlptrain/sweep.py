@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -74,8 +73,9 @@ def read_job(job: Path) -> dict:
     if status == "running":  # no final status: still running, or killed
         status = "incomplete"
     num = _job_num(job)
-    return {"job": job.name, "num": num if num < 1 << 30 else job.name, "path": job, "overrides": [str(o) for o in overrides],
-            "params": dict(_split(str(o)) for o in overrides), "status": status,
+    return {"job": job.name, "num": num if num < 1 << 30 else job.name, "path": job,
+            "overrides": [str(o) for o in overrides], "params": dict(_split(str(o)) for o in overrides),
+            "status": status,
             "error": metrics.get("error", ""), "metrics": metrics}
 
 

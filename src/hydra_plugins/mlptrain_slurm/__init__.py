@@ -53,7 +53,7 @@ class GracefulRequeue:
     ``last.pt``, exit), and then lets submitit requeue.  Outside training, submitit's handler runs as is.
     """
 
-    def __enter__(self) -> "GracefulRequeue":
+    def __enter__(self) -> GracefulRequeue:
         import submitit
 
         self.signum = submitit.JobEnvironment._usr_sig()

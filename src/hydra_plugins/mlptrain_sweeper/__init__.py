@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -93,7 +94,8 @@ def _plain_value(o: Any, master: DictConfig) -> bool:
     if not names_a_value(o.key_or_group, master):
         return False
     value = o.value()
-    return not isinstance(value, dict) and not (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value))
+    return not isinstance(value, dict) and not (isinstance(value, list)
+                                                and any(isinstance(v, (dict, list)) for v in value))
 
 
 def _overrides_dirname(overrides: list, conf: DictConfig) -> str:

@@ -21,7 +21,6 @@ from mlptrain.compose import RESUME_KEY, hydra_value, parse_args
 from mlptrain.errors import ConfigError
 
 
-
 def run_dir_of(target: str | Path) -> Path | None:
     """The run dir a resume target belongs to: the dir itself, or the dir of a checkpoint that sits
     in a run dir.  ``None`` for a checkpoint copied elsewhere (the resumed run gets a new dir)."""

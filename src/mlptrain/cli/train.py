@@ -22,8 +22,17 @@ from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import resume_argv
 from mlptrain.compose import CONFIG_PACKAGE, precompose, register_resolvers
 from mlptrain.config import parse
-from mlptrain.errors import (BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, CheckpointError, ConfigError, TrainingError,
-                             TrialFailed, exit_code, printable)
+from mlptrain.errors import (
+    BAD_INPUT,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    CheckpointError,
+    ConfigError,
+    TrainingError,
+    TrialFailed,
+    exit_code,
+    printable,
+)
 from mlptrain.files import check_writable, record_failure
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -26,7 +25,7 @@ class DataBundle:
     # checkpoint predicts from raw inputs (raw pixels, raw table values).
     x_mean: torch.Tensor
     x_std: torch.Tensor
-    class_names: Optional[list[str]] = None
+    class_names: list[str] | None = None
     input_shape: tuple[int, ...] = ()
     # Anything a predictor needs to encode raw inputs the same way (CSV encoders).
     preprocess: dict = field(default_factory=dict)

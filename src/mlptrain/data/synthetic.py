@@ -105,7 +105,8 @@ def generate(cfg) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def n_classes(cfg) -> int:
-    """Classes of a classification set: its config's n_classes, or the fixed count (moons, circles and xor are binary)."""
+    """Classes of a classification set: its config's n_classes, or the fixed count (moons, circles and xor
+    are binary)."""
     classes = DATASETS[cfg.name].classes
     return getattr(cfg, classes) if isinstance(classes, str) else classes
 

@@ -18,7 +18,7 @@ import math
 import os
 import statistics
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
@@ -164,12 +164,14 @@ def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str
         present = [parsed[i] for i in rows if parsed[i] is not None]
         if not present:
             raise DataError(f"dataset.features: column {name!r} has no values in the training split")
-        fill = {"median": statistics.median, "most_frequent": _most_frequent}.get(cells.missing, statistics.fmean)(present)
+        average = {"median": statistics.median, "most_frequent": _most_frequent}.get(cells.missing, statistics.fmean)
+        fill = average(present)
         return {"name": name, "kind": "numeric", "fill": float(fill)}, parsed
     present = [values[i] for i in rows if not cells.is_missing(values[i])]
     if not present:
         raise DataError(f"dataset.features: column {name!r} has no values in the training split")
-    return {"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)}, None
+    return ({"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)},
+            None)
 
 
 def _most_frequent(values):
@@ -243,7 +245,8 @@ def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where,
         numeric = col["kind"] == "numeric"
         parsed = None
         if numeric:
-            parsed = (parsed_numbers or {}).get(name) or cells.numbers(values, lambda i: where(i, name))
+            # the lambda is called inside cells.numbers, in this iteration
+            parsed = (parsed_numbers or {}).get(name) or cells.numbers(values, lambda i: where(i, name))  # noqa: B023
         if cells.missing == "error":  # a numeric column's gaps include NA tokens spelled as numbers (-999.0)
             gaps = ([i for i, x in enumerate(parsed) if x is None] if numeric
                     else [i for i, v in enumerate(values) if cells.is_missing(v)])
@@ -255,7 +258,8 @@ def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where,
         else:
             index = {c: k for k, c in enumerate(col["categories"])}
             fill, unseen = index[col["fill"]], len(index)
-            idx = torch.tensor([fill if cells.is_missing(v) else index.get(v, unseen) for v in values], dtype=torch.long)
+            idx = torch.tensor([fill if cells.is_missing(v) else index.get(v, unseen) for v in values],
+                               dtype=torch.long)
             onehot = torch.zeros(len(values), len(index) + 1, dtype=torch.float64)
             onehot[torch.arange(len(values)), idx] = 1.0
             parts.append(onehot[:, :-1])  # an unseen category's slot is dropped: all zeros
@@ -277,7 +281,8 @@ def encode_rows(preprocess: dict, rows: Sequence[Mapping[str, object] | Sequence
         if isinstance(row, Mapping):
             absent = [f for f in features if f not in row]
             if absent:
-                raise DataError(f"row {n + 1}: column {absent[0]!r} is missing; expected columns: {', '.join(features)}")
+                raise DataError(f"row {n + 1}: column {absent[0]!r} is missing; "
+                                f"expected columns: {', '.join(features)}")
             values = [row[f] for f in features]
         else:
             values = list(row)

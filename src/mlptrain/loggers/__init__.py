@@ -10,8 +10,8 @@ import importlib
 import json
 from pathlib import Path
 
-from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint
 from mlptrain.errors import ConfigError
+from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint
 from mlptrain.registry import LOGGERS
 
 __all__ = ["LOGGERS", "Fanout", "Logger", "NullLogger", "ResumePoint", "build_loggers", "logger_class"]

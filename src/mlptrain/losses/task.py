@@ -6,8 +6,8 @@ Nothing here knows a loss by name: what differs between losses is their
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,7 @@ from torch import nn
 
 from mlptrain.errors import ConfigError
 from mlptrain.losses.likelihoods import Likelihood
-from mlptrain.registry import (DEFAULT_MONITOR, LOSSES, MAXIMISE, METRICS, NOT_MONITORABLE, loss_misfit,
-                               target_misfit)
+from mlptrain.registry import DEFAULT_MONITOR, LOSSES, MAXIMISE, METRICS, NOT_MONITORABLE, loss_misfit, target_misfit
 
 
 @dataclass

@@ -41,7 +41,7 @@ class Dist:
         self.rank, self.world, self.local_rank = rank, world, local_rank
 
     @classmethod
-    def setup(cls) -> "Dist":
+    def setup(cls) -> Dist:
         if not launched():
             return cls()
         init()

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+
 def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 

@@ -8,7 +8,7 @@ messages name the step, the lr it used and the checkpoint that is kept.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

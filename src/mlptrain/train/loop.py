@@ -23,9 +23,9 @@ from mlptrain.config import RunConfig
 from mlptrain.data.bundle import DataBundle
 from mlptrain.errors import Abort, TrainingError, TrainingInterrupted
 from mlptrain.progress import Progress
-from mlptrain.train.setup import build
 from mlptrain.train.guards import Guards, clip_stats
 from mlptrain.train.outputs import RunOutputs
+from mlptrain.train.setup import build
 from mlptrain.train.state import Checkpoints, MidEpoch, State, already_finished, early_stop_due
 
 log = logging.getLogger("mlptrain")
@@ -185,7 +185,8 @@ class Trainer:
     def _interrupted(self) -> TrainingInterrupted:
         name, s, saved = self._stop.name, self.state, self.checkpoints.last_saved
         if saved:
-            msg = f"interrupted by {name} after step {s.step}; saved {saved}; resume with: {resume_command(self.out_dir)}"
+            msg = (f"interrupted by {name} after step {s.step}; saved {saved}; "
+                   f"resume with: {resume_command(self.out_dir)}")
         else:
             msg = f"interrupted by {name} after step {s.step}; no checkpoint written (trainer.checkpoint=false)"
         return TrainingInterrupted(msg, self._stop.exit_code)
@@ -197,7 +198,8 @@ class Trainer:
                 return self._fit()
             except Abort as e:  # a second signal: leave now; atomic writes keep the files whole
                 last = self.out_dir / "last.pt"
-                then = f"; resume from the last checkpoint with: {resume_command(self.out_dir)}" if last.is_file() else ""
+                resume = f"; resume from the last checkpoint with: {resume_command(self.out_dir)}"
+                then = resume if last.is_file() else ""
                 raise Abort(e.signum, f"{e}{then}") from None
 
     def _fit(self) -> dict:
