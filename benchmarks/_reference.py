@@ -57,5 +57,7 @@ class EpochTimer:
         self.samples.append(samples)
 
     def report(self, test_acc: float) -> None:
-        print("RESULT " + json.dumps({"epoch_times": self.times, "epoch_samples": self.samples,
-                                      "test_acc": test_acc}), flush=True)
+        print(
+            "RESULT " + json.dumps({"epoch_times": self.times, "epoch_samples": self.samples, "test_acc": test_acc}),
+            flush=True,
+        )

@@ -25,7 +25,7 @@ def preload(data_dir: str, train: bool, device):
 def train_steps(model, optimizer, x, y, order, batch_size: int) -> None:
     """One pass over ``order``: the loop the benchmark calls "bare"."""
     for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         loss = F.cross_entropy(model(x[idx]), y[idx])
         optimizer.zero_grad()
         loss.backward()

@@ -118,8 +118,13 @@ def run_process(cmd: list[str], cwd: Path, timeout: float = 1800) -> dict:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "stdout": stdout, "stderr": stderr}
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "stdout": stdout,
+        "stderr": stderr,
+    }
 
 
 def mlptrain_cmd() -> list[str]:
@@ -136,14 +141,36 @@ class Contender:
 
     def command(self, args, batch: int, run_dir: Path) -> list[str]:
         if self.kind == "mlptrain":
-            return [*mlptrain_cmd(), "dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false",
-                    f"model.hidden=[{args.hidden}]", f"trainer.batch_size={batch}", "optim=adam",
-                    "optim.lr=0.001", "scheduler=none",  # the bare loop's constant lr
-                    f"trainer.epochs={args.epochs}", f"trainer.device={args.device}", f"hydra.run.dir={run_dir}",
-                    *self.extra]
+            return [
+                *mlptrain_cmd(),
+                "dataset=mnist",
+                f"dataset.data_dir={args.data_dir}",
+                "dataset.download=false",
+                f"model.hidden=[{args.hidden}]",
+                f"trainer.batch_size={batch}",
+                "optim=adam",
+                "optim.lr=0.001",
+                "scheduler=none",  # the bare loop's constant lr
+                f"trainer.epochs={args.epochs}",
+                f"trainer.device={args.device}",
+                f"hydra.run.dir={run_dir}",
+                *self.extra,
+            ]
         script = HERE / ("bare_loop.py" if self.kind == "bare" else "dataloader_loop.py")
-        return [sys.executable, str(script), "--data-dir", args.data_dir, "--epochs", str(args.epochs),
-                "--batch-size", str(batch), "--hidden", args.hidden, "--device", args.device]
+        return [
+            sys.executable,
+            str(script),
+            "--data-dir",
+            args.data_dir,
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(batch),
+            "--hidden",
+            args.hidden,
+            "--device",
+            args.device,
+        ]
 
     def run(self, args, batch: int, work: Path) -> None:
         run_dir = work / f"{self.key}-{batch}-{len(self.runs)}"
@@ -161,8 +188,16 @@ class Contender:
         # Steady state: with several epochs the first (warm-up) is left out of the per-epoch figure.
         keep = slice(1, None) if len(times) > 1 else slice(None)
         per_60k = [t / s * SAMPLES for t, s in zip(times[keep], samples[keep])]
-        self.runs.append({"wall": r["wall"], "cpu": r["cpu"], "rss_mb": r["rss_mb"],
-                          "epoch": statistics.median(per_60k), "acc": acc, "train_s": sum(times)})
+        self.runs.append(
+            {
+                "wall": r["wall"],
+                "cpu": r["cpu"],
+                "rss_mb": r["rss_mb"],
+                "epoch": statistics.median(per_60k),
+                "acc": acc,
+                "train_s": sum(times),
+            }
+        )
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -182,10 +217,14 @@ def verdict(value: float, limit: float, lower_is_better: bool = True) -> str:
 def report_main(contenders: list[Contender], args, batch: int, peak: list[float]) -> dict:
     fps = flops_per_sample([784, *map(int, args.hidden.split(",")), 10])
     pk = statistics.median(peak)
-    print(f"\n== batch {batch}: {args.rounds} rounds, {args.epochs} epoch(s) per process "
-          f"({'epochs 2+ per process' if args.epochs > 1 else 'epoch 1'} for the per-epoch figure)")
-    print(f"{'':22} {'epoch s/60k samples':>24} {'GFLOP/s':>8} {'%peak':>6}   {'process wall s':>22}"
-          f" {'CPU s':>6} {'overhead s':>10} {'peak RSS MB':>12} {'test acc':>8}")
+    print(
+        f"\n== batch {batch}: {args.rounds} rounds, {args.epochs} epoch(s) per process "
+        f"({'epochs 2+ per process' if args.epochs > 1 else 'epoch 1'} for the per-epoch figure)"
+    )
+    print(
+        f"{'':22} {'epoch s/60k samples':>24} {'GFLOP/s':>8} {'%peak':>6}   {'process wall s':>22}"
+        f" {'CPU s':>6} {'overhead s':>10} {'peak RSS MB':>12} {'test acc':>8}"
+    )
     for c in contenders:
         ep = [r["epoch"] for r in c.runs]
         gf = fps * SAMPLES / statistics.median(ep) / 1e9
@@ -194,19 +233,22 @@ def report_main(contenders: list[Contender], args, batch: int, peak: list[float]
         rss = statistics.median([r["rss_mb"] for r in c.runs])
         acc = statistics.median([r["acc"] for r in c.runs if r["acc"] is not None] or [math.nan])
         cpu = statistics.median([r["cpu"] for r in c.runs])
-        print(f"{'(' + c.key + ')':8} {c.label:13} {fmt_stats(ep):>24} {gf:8.1f} {100 * gf / pk:5.0f}%"
-              f"   {fmt_stats(walls):>22} {cpu:6.1f} {over:10.2f} {rss:12.0f} {acc:8.4f}")
+        print(
+            f"{'(' + c.key + ')':8} {c.label:13} {fmt_stats(ep):>24} {gf:8.1f} {100 * gf / pk:5.0f}%"
+            f"   {fmt_stats(walls):>22} {cpu:6.1f} {over:10.2f} {rss:12.0f} {acc:8.4f}"
+        )
     by = {c.key: c for c in contenders}
     out = {}
     print("ratios (median [min-max] of the per-round ratios):")
     for num in [k for k in by if k.startswith("c")]:
-        for den in ("a", "b"):
+        for den in [k for k in ("a", "b") if k in by]:  # b is absent with --skip dataloader
             for what, name in (("epoch", "per epoch"), ("wall", "whole process"), ("cpu", "process CPU")):
                 r = paired([x[what] for x in by[num].runs], [x[what] for x in by[den].runs])
                 out[f"{num}/{den} {what}"] = statistics.median(r)
                 print(f"  {num}/{den} {name:14} {fmt_stats(r)}")
-    out["rss_delta"] = (statistics.median([r["rss_mb"] for r in by["c"].runs])
-                        - statistics.median([r["rss_mb"] for r in by["a"].runs]))
+    out["rss_delta"] = statistics.median([r["rss_mb"] for r in by["c"].runs]) - statistics.median(
+        [r["rss_mb"] for r in by["a"].runs]
+    )
     return out
 
 
@@ -233,8 +275,10 @@ def time_multirun(args, work: Path, kind: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"one": [], "eight": [], "one_cpu": [], "eight_cpu": []}
     for r in range(args.rounds):
         d = work / f"mr{r}"
-        runs = [("one", [*short, f"hydra.run.dir={d}/one"]),
-                ("eight", ["-m", *short, "seed=0,1,2,3,4,5,6,7", f"hydra.sweep.dir={d}/eight"])]
+        runs = [
+            ("one", [*short, f"hydra.run.dir={d}/one"]),
+            ("eight", ["-m", *short, "seed=0,1,2,3,4,5,6,7", f"hydra.sweep.dir={d}/eight"]),
+        ]
         for key, extra in runs if r % 2 == 0 else runs[::-1]:
             res = run_process([*mlptrain_cmd(), *extra], work)
             out[key].append(res["wall"])
@@ -260,26 +304,45 @@ def scaling(args, work: Path) -> None:
     from mlptrain.train import Trainer
 
     device = args.device
-    overrides = ["dataset=mnist", f"dataset.data_dir={args.data_dir}", "dataset.download=false", "optim=adam",
-                 "optim.lr=0.001", "scheduler=none", "trainer.progress=none", "trainer.checkpoint=false",
-                 f"trainer.device={device}"]
+    overrides = [
+        "dataset=mnist",
+        f"dataset.data_dir={args.data_dir}",
+        "dataset.download=false",
+        "optim=adam",
+        "optim.lr=0.001",
+        "scheduler=none",
+        "trainer.progress=none",
+        "trainer.checkpoint=false",
+        f"trainer.device={device}",
+    ]
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
         data = load_dataset(parse(compose(config_name="config", overrides=overrides)).dataset)
     x = data.x_train.flatten(1).float().sub_(data.x_mean.flatten()).div_(data.x_std.flatten()).to(device)
     y = data.y_train.to(device)
     peak = matmul_peak(device)
-    print(f"\n== scaling: mlptrain's train_epoch vs the bare loop, in-process, {args.budget:g} GFLOP per timing "
-          f"(min 4 steps); times: medians of {args.rounds} interleaved pairs; c/a: median of the pairs' ratios, "
-          f"best/best: fastest against fastest; matmul peak {peak:.0f} GFLOP/s")
-    print(f"{'width':>6} {'batch':>6} {'steps':>6} {'bare ms/step':>13} {'mlptrain ms/step':>17} {'c/a':>6}"
-          f" {'best/best':>9} {'bare GFLOP/s':>13} {'%peak':>6}")
+    print(
+        f"\n== scaling: mlptrain's train_epoch vs the bare loop, in-process, {args.budget:g} GFLOP per timing "
+        f"(min 4 steps); times: medians of {args.rounds} interleaved pairs; c/a: median of the pairs' ratios, "
+        f"best/best: fastest against fastest; matmul peak {peak:.0f} GFLOP/s"
+    )
+    print(
+        f"{'width':>6} {'batch':>6} {'steps':>6} {'bare ms/step':>13} {'mlptrain ms/step':>17} {'c/a':>6}"
+        f" {'best/best':>9} {'bare GFLOP/s':>13} {'%peak':>6}"
+    )
     points = [(w, 128) for w in (256, 512, 1024, 2048, 4096)] + [(512, b) for b in (32, 64, 256, 512, 1024, 2048, 4096)]
     for width, batch in points:
         fps = flops_per_sample([784, width, width, 10])
         steps = max(4, min(len(x) // batch, round(args.budget * 1e9 / fps / batch)))
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*overrides, f"model.hidden=[{width},{width}]",
-                                                           f"trainer.batch_size={batch}", f"trainer.max_steps={steps}"])
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    *overrides,
+                    f"model.hidden=[{width},{width}]",
+                    f"trainer.batch_size={batch}",
+                    f"trainer.max_steps={steps}",
+                ],
+            )
         trainer = Trainer(parse(cfg), work, data=data)
         torch.manual_seed(0)
         model = mlp(f"{width},{width}").to(device)
@@ -287,7 +350,7 @@ def scaling(args, work: Path) -> None:
         progress = Progress("none", 1)
 
         def bare():
-            order = torch.randperm(len(x), device=device)[:steps * batch]
+            order = torch.randperm(len(x), device=device)[: steps * batch]
             _sync(device)
             t = time.perf_counter()
             train_steps(model, opt, x, y, order, batch)
@@ -308,24 +371,33 @@ def scaling(args, work: Path) -> None:
                 acc.append(f())
         ma, mc = statistics.median(a), statistics.median(c)
         gf = fps * steps * batch / ma / 1e9
-        print(f"{width:6} {batch:6} {steps:6} {1e3 * ma / steps:13.2f} {1e3 * mc / steps:17.2f}"
-              f" {statistics.median(paired(c, a)):6.2f} {min(c) / min(a):9.2f} {gf:13.1f} {100 * gf / peak:5.0f}%",
-              flush=True)
+        print(
+            f"{width:6} {batch:6} {steps:6} {1e3 * ma / steps:13.2f} {1e3 * mc / steps:17.2f}"
+            f" {statistics.median(paired(c, a)):6.2f} {min(c) / min(a):9.2f} {gf:13.1f} {100 * gf / peak:5.0f}%",
+            flush=True,
+        )
 
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", default=os.environ.get("MLPTRAIN_DATA", os.path.expanduser("~/.cache/mlptrain")))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", default=None, help="comma-separated (default: 128 on cpu, 128,1024 on cuda)")
     p.add_argument("--hidden", default="512,512")
     p.add_argument("--epochs", type=int, default=1, help="epochs per process (the whole-process target is for 1)")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0,
-                   help="OMP_NUM_THREADS for every contender (default: torch's choice, one per core); 1 behaves "
-                        "far better on a machine shared with other jobs")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="OMP_NUM_THREADS for every contender (default: torch's choice, one per core); 1 behaves "
+        "far better on a machine shared with other jobs",
+    )
     p.add_argument("--variants", default="", help="extra mlptrain contenders: bf16, fp16, compile (comma-separated)")
     p.add_argument("--skip", default="", help="skip parts: main, dataloader, help, multirun (comma-separated)")
     p.add_argument("--scaling", action="store_true", help="only the width and batch-size scaling curve")
@@ -346,10 +418,12 @@ def main() -> None:
             args.data_dir = str(work / "data")
             write_synthetic_mnist(Path(args.data_dir))
         print(f"mlptrain benchmark: MLP 784-{args.hidden.replace(',', '-')}-10, Adam lr 1e-3, fp32 | data: {source}")
-        print(f"torch {torch.__version__} on {args.device} | {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-              + (f" | {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else "")
-              + f" | load average {os.getloadavg()[0]:.1f} at start")
+        print(
+            f"torch {torch.__version__} on {args.device} | {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+            + (f" | {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else "")
+            + f" | load average {os.getloadavg()[0]:.1f} at start"
+        )
         if args.scaling:
             scaling(args, work)
             return
@@ -382,9 +456,11 @@ def main() -> None:
                 m = time_multirun(args, work, kind)
                 ratio, cpu_ratio = paired(m["eight"], m["one"]), paired(m["eight_cpu"], m["one_cpu"])
                 results[f"multirun {kind}"] = statistics.median(ratio)
-                print(f"multirun, {kind} short job ({' '.join(SHORT_JOBS[kind])}): one job {fmt_stats(m['one'])} s, "
-                      f"-m seed=0..7 (8 jobs, one process) {fmt_stats(m['eight'])} s; ratio wall "
-                      f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}")
+                print(
+                    f"multirun, {kind} short job ({' '.join(SHORT_JOBS[kind])}): one job {fmt_stats(m['one'])} s, "
+                    f"-m seed=0..7 (8 jobs, one process) {fmt_stats(m['eight'])} s; ratio wall "
+                    f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}"
+                )
         print_targets(results, batches[0], args.epochs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -394,21 +470,31 @@ def print_targets(results: dict, batch: int, epochs: int) -> None:
     print("\ntargets (issue 9):")
     main = results.get(batch)
     if main:
-        print(f"  per-epoch time c/a <= {TARGETS['epoch']}: {main['c/a epoch']:.2f}  "
-              f"{verdict(main['c/a epoch'], TARGETS['epoch'])}")
+        print(
+            f"  per-epoch time c/a <= {TARGETS['epoch']}: {main['c/a epoch']:.2f}  "
+            f"{verdict(main['c/a epoch'], TARGETS['epoch'])}"
+        )
         note = "" if epochs == 1 else f" (measured with {epochs} epochs; the target is for 1)"
-        print(f"  whole process c/a <= {TARGETS['process']}: {main['c/a wall']:.2f}  "
-              f"{verdict(main['c/a wall'], TARGETS['process'])}{note} (CPU time c/a {main['c/a cpu']:.2f})")
-        print(f"  peak RSS <= bare + {TARGETS['rss_mb']} MB: {main['rss_delta']:+.0f} MB  "
-              f"{verdict(main['rss_delta'], TARGETS['rss_mb'])}")
+        print(
+            f"  whole process c/a <= {TARGETS['process']}: {main['c/a wall']:.2f}  "
+            f"{verdict(main['c/a wall'], TARGETS['process'])}{note} (CPU time c/a {main['c/a cpu']:.2f})"
+        )
+        print(
+            f"  peak RSS <= bare + {TARGETS['rss_mb']} MB: {main['rss_delta']:+.0f} MB  "
+            f"{verdict(main['rss_delta'], TARGETS['rss_mb'])}"
+        )
     if "help" in results:
-        print(f"  mlptrain --help < {TARGETS['help_s']} s: {results['help']:.2f} s  "
-              f"{verdict(results['help'], TARGETS['help_s'])}")
+        print(
+            f"  mlptrain --help < {TARGETS['help_s']} s: {results['help']:.2f} s  "
+            f"{verdict(results['help'], TARGETS['help_s'])}"
+        )
     for kind in SHORT_JOBS:
         if f"multirun {kind}" in results:
             r = results[f"multirun {kind}"]
-            print(f"  8-job multirun ({kind}) <= {TARGETS['multirun']}x one job: {r:.2f}x  "
-                  f"{verdict(r, TARGETS['multirun'])}")
+            print(
+                f"  8-job multirun ({kind}) <= {TARGETS['multirun']}x one job: {r:.2f}x  "
+                f"{verdict(r, TARGETS['multirun'])}"
+            )
 
 
 if __name__ == "__main__":

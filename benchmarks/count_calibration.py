@@ -29,8 +29,11 @@ from mlptrain.losses.likelihoods import FAMILIES
 from mlptrain.predict import load
 
 BINS = 5
-PER_BIN = ("obs/pred mean (lowest..highest bin)", "obs/pred variance (lowest..highest bin)",
-           "coverage95 (lowest..highest bin)")
+PER_BIN = (
+    "obs/pred mean (lowest..highest bin)",
+    "obs/pred variance (lowest..highest bin)",
+    "coverage95 (lowest..highest bin)",
+)
 
 
 def interval_mass(family: str, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
@@ -86,18 +89,29 @@ def main(sweep: str) -> None:
         return f"{st.mean(xs):.3f} ± {st.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
     keys = ["nll", "coverage95", "interval mass", "rmse"]
-    print("| loss | seeds | test NLL | test coverage95 | interval mass | test RMSE | obs/pred mean, 5 bins | "
-          "obs/pred variance, 5 bins | coverage95, 5 bins |")
+    print(
+        "| loss | seeds | test NLL | test coverage95 | interval mass | test RMSE | obs/pred mean, 5 bins | "
+        "obs/pred variance, 5 bins | coverage95, 5 bins |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for loss, ss in rows.items():
-        bins = [" ".join(f"{st.mean(s[k][b] for s in ss):.2f}" for b in range(BINS))
-                for k in PER_BIN]
-        print(f"| `{loss}` | {len(ss)} | " + " | ".join(cell([s[k] for s in ss]) for k in keys) + " | "
-              + " | ".join(bins) + " |")
+        bins = [" ".join(f"{st.mean(s[k][b] for s in ss):.2f}" for b in range(BINS)) for k in PER_BIN]
+        print(
+            f"| `{loss}` | {len(ss)} | "
+            + " | ".join(cell([s[k] for s in ss]) for k in keys)
+            + " | "
+            + " | ".join(bins)
+            + " |"
+        )
     r = reference
     bins = [" ".join(f"{v:.2f}" for v in r[k]) for k in PER_BIN]
-    print("| the generator, Poisson(rate(x)) | | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " | "
-          + " | ".join(bins) + " |")
+    print(
+        "| the generator, Poisson(rate(x)) | | "
+        + " | ".join(f"{r[k]:.3f}" for k in keys)
+        + " | "
+        + " | ".join(bins)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,10 @@ def _write_synthetic(name: str, root: str) -> None:
         folder = os.path.join(root, "cifar-10-batches-py")
         os.makedirs(folder)
         for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            entry = {"data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
-                     "labels": rng.integers(0, 10, 10000).tolist()}
+            entry = {
+                "data": rng.integers(0, 256, (10000, 3072), dtype=np.uint8),
+                "labels": rng.integers(0, 10, 10000).tolist(),
+            }
             with open(os.path.join(folder, f), "wb") as fh:
                 pickle.dump(entry, fh, protocol=2)
         with open(os.path.join(folder, "batches.meta"), "wb") as fh:
@@ -88,9 +90,11 @@ def main() -> None:
             if out.returncode:
                 sys.exit(out.stderr)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{name:8s} ({source} files): resident +{r['added_mb']:.0f} MB for {r['arrays_mb']:.0f} MB of "
-                  f"arrays (ratio {r['added_mb'] / r['arrays_mb']:.2f}); "
-                  f"peak while loading +{r['peak_added_mb']:.0f} MB")
+            print(
+                f"{name:8s} ({source} files): resident +{r['added_mb']:.0f} MB for {r['arrays_mb']:.0f} MB of "
+                f"arrays (ratio {r['added_mb'] / r['arrays_mb']:.2f}); "
+                f"peak while loading +{r['peak_added_mb']:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

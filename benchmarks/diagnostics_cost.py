@@ -38,13 +38,25 @@ def image_bundle(n_train: int = 12000, n_eval: int = 2000):
         x = torch.rand(n, 1, 28, 28, generator=g) * 120
         r, c = (y % 4) // 2 * 14, (y % 2) * 14
         for i in range(n):
-            x[i, 0, r[i]:r[i] + 14, c[i]:c[i] + 14] += 40 + 10 * (y[i] // 4)
+            x[i, 0, r[i] : r[i] + 14, c[i] : c[i] + 14] += 40 + 10 * (y[i] // 4)
         return x.clamp(0, 255).to(torch.uint8), y
 
     (xt, yt), (xv, yv), (xs, ys) = split(n_train), split(n_eval), split(n_eval)
     mean, std = standardisation(xt.flatten(1).float())
-    return DataBundle("images", "classification", xt, yt, xv, yv, xs, ys, mean, std,
-                      class_names=[str(i) for i in range(10)], input_shape=(1, 28, 28))
+    return DataBundle(
+        "images",
+        "classification",
+        xt,
+        yt,
+        xv,
+        yv,
+        xs,
+        ys,
+        mean,
+        std,
+        class_names=[str(i) for i in range(10)],
+        input_shape=(1, 28, 28),
+    )
 
 
 def rounds(every: int, epochs: int, extra: int) -> int:
@@ -69,8 +81,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--every", type=int, default=None,
-                    help="frequency for the whole-run overhead (trainer.*_every_n_epochs); default: the config's")
+    ap.add_argument(
+        "--every",
+        type=int,
+        default=None,
+        help="frequency for the whole-run overhead (trainer.*_every_n_epochs); default: the config's",
+    )
     args = ap.parse_args()
 
     import torch
@@ -84,8 +100,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")
-    print(f"{'case':28} {'epoch s':>8} {'pictures s':>11} {'ratio':>6} {'inside s':>9} {'ratio':>6} "
-          f"{'run overhead':>13}")
+    print(
+        f"{'case':28} {'epoch s':>8} {'pictures s':>11} {'ratio':>6} {'inside s':>9} {'ratio':>6} {'run overhead':>13}"
+    )
     for name, overrides in CASES.items():
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
             cfg = compose(config_name="config", overrides=[*overrides, "trainer.progress=none"])
@@ -105,10 +122,13 @@ def main() -> None:
         every_in = args.every if args.every is not None else t.histogram_every_n_epochs
         # Whole-run cost: pictures at each due epoch plus the test split's (counted as a full round),
         # the look inside at each due epoch plus once before training.
-        overhead = ((rounds(every_pic, t.epochs, 1) * pictures + rounds(every_in, t.epochs, 1) * inside)
-                    / (t.epochs * epoch))
-        print(f"{name:28} {epoch:8.4f} {pictures:11.4f} {pictures / epoch:6.2f} {inside:9.4f} "
-              f"{inside / epoch:6.2f} {overhead:12.1%}")
+        overhead = (rounds(every_pic, t.epochs, 1) * pictures + rounds(every_in, t.epochs, 1) * inside) / (
+            t.epochs * epoch
+        )
+        print(
+            f"{name:28} {epoch:8.4f} {pictures:11.4f} {pictures / epoch:6.2f} {inside:9.4f} "
+            f"{inside / epoch:6.2f} {overhead:12.1%}"
+        )
 
 
 if __name__ == "__main__":

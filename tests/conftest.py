@@ -45,8 +45,14 @@ def mlptrain(*args: str, cwd: Path, env: dict | None = None, timeout: float = 24
     """Run the real command (``python -m mlptrain``) in a subprocess."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "mlptrain", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mlptrain", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def metrics_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -63,8 +69,10 @@ def assert_csv_is_the_history(run_dir: Path) -> None:
     test = {f"test/{k}": v for k, v in metrics["test"].items()}
     assert header == list(metrics["history"][0]) + list(test)
     number = lambda cell: int(cell) if cell.lstrip("-").isdigit() else float(cell)  # noqa: E731
-    nan_safe = lambda rows: [{k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}  # noqa: E731
-                             for r in rows]
+    nan_safe = lambda rows: [
+        {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}  # noqa: E731
+        for r in rows
+    ]
     got = [{k: number(v) for k, v in r.items() if v != ""} for r in rows]
     expected = [*metrics["history"], {"epoch": metrics["epochs"], "step": metrics["steps"], **test}]
     assert nan_safe(got) == nan_safe(expected)

@@ -17,8 +17,10 @@ import torch
 from mlptrain import checkpoint
 from mlptrain.config import ConfigError
 
-SLOW = pytest.mark.skipif(not os.environ.get("MLPTRAIN_SLOW_TESTS"),
-                          reason="inductor compile takes 15-130 s on 2 cores; set MLPTRAIN_SLOW_TESTS=1")
+SLOW = pytest.mark.skipif(
+    not os.environ.get("MLPTRAIN_SLOW_TESTS"),
+    reason="inductor compile takes 15-130 s on 2 cores; set MLPTRAIN_SLOW_TESTS=1",
+)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 EPOCHS = ["trainer.epochs=2"]
 
@@ -62,8 +64,9 @@ def test_precision_unavailable_on_a_device_is_a_config_error():
 
     from mlptrain.accel import autocast_for
 
-    with pytest.raises(ConfigError,
-                       match=r"^trainer.precision: bf16 autocast is not available on meta; valid here: fp32"):
+    with pytest.raises(
+        ConfigError, match=r"^trainer.precision: bf16 autocast is not available on meta; valid here: fp32"
+    ):
         autocast_for("bf16", torch.device("meta"))
     assert autocast_for("fp32", torch.device("meta")) is nullcontext
 
@@ -82,6 +85,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(train, tmp_path, c
     from torch._dynamo import list_backends, register_backend
 
     if "mlptrain_test_broken" not in list_backends(exclude_tags=()):
+
         @register_backend
         def mlptrain_test_broken(gm, example_inputs):  # what a missing C++ compiler looks like to dynamo
             raise RuntimeError("no working C++ compiler found")
@@ -95,8 +99,9 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(train, tmp_path, c
 
 
 def test_unknown_compile_backend_names_the_valid_ones(train):
-    with pytest.raises(ConfigError,
-                       match=r"trainer.compile_backend: unknown backend 'nope'; valid choices: .*inductor"):
+    with pytest.raises(
+        ConfigError, match=r"trainer.compile_backend: unknown backend 'nope'; valid choices: .*inductor"
+    ):
         train("trainer.compile=true", "trainer.compile_backend=nope")
 
 

@@ -19,22 +19,25 @@ def test_help_lists_every_group_and_option(tmp_path):
     assert not (tmp_path / "outputs").exists()  # help creates no run dir
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("optim.lr=-1", "optim.lr: must be a positive number, got -1"),
-    ("model.activation=relux", "model.activation: unknown value 'relux'; valid choices: relu, sigmoid"),
-    ("dataset=nope", "dataset=nope: unknown option for group 'dataset'; valid choices: blobs"),
-    ("trainer.epochs=-1", "trainer.epochs: must be >= 0"),
-    ("trainer.max_steps=18446744073709551616", "trainer.max_steps: must be < 2**63, got 18446744073709551616"),
-    ("dataset=spi\nrals", "dataset=spi\\nrals: unknown option for group 'dataset'"),
-    ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
-    ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
-    ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),
-    ("model.hidden=[8,-2]", "model.hidden: sizes must be positive integers"),
-    ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
-    ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; valid keys: epochs"),
-    ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
-    ("optim.nosuch=2", "Could not override 'optim.nosuch'. To append to your config use +optim.nosuch=2"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optim.lr=-1", "optim.lr: must be a positive number, got -1"),
+        ("model.activation=relux", "model.activation: unknown value 'relux'; valid choices: relu, sigmoid"),
+        ("dataset=nope", "dataset=nope: unknown option for group 'dataset'; valid choices: blobs"),
+        ("trainer.epochs=-1", "trainer.epochs: must be >= 0"),
+        ("trainer.max_steps=18446744073709551616", "trainer.max_steps: must be < 2**63, got 18446744073709551616"),
+        ("dataset=spi\nrals", "dataset=spi\\nrals: unknown option for group 'dataset'"),
+        ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
+        ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
+        ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),
+        ("model.hidden=[8,-2]", "model.hidden: sizes must be positive integers"),
+        ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
+        ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; valid keys: epochs"),
+        ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
+        ("optim.nosuch=2", "Could not override 'optim.nosuch'. To append to your config use +optim.nosuch=2"),
+    ],
+)
 def test_bad_input_is_one_clear_line(tmp_path, override, needle):
     r = mlptrain(*TINY, "optim=sgd", override, cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -101,11 +104,14 @@ def test_glob_sweep_over_a_group_runs_each_matching_option(tmp_path):
     assert "dataset=moons" in job.name and json.loads((job / "metrics.json").read_text())["status"] == "completed"
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--cfg", "job", "dataset=bogus"], "dataset=bogus: unknown option for group 'dataset'; valid choices: blobs"),
-    (["--cfg", "job", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
-    (["--info", "config", "optim.nosuch=2"], "Could not override 'optim.nosuch'. To append to your config use +"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--cfg", "job", "dataset=bogus"], "dataset=bogus: unknown option for group 'dataset'; valid choices: blobs"),
+        (["--cfg", "job", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
+        (["--info", "config", "optim.nosuch=2"], "Could not override 'optim.nosuch'. To append to your config use +"),
+    ],
+)
 def test_cfg_and_info_report_bad_overrides_in_one_line(tmp_path, args, needle):
     r = mlptrain(*args, cwd=tmp_path)
     assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
@@ -127,8 +133,9 @@ def test_interpolated_output_dir_is_checked_up_to_the_interpolation(tmp_path):
     blocker.write_text("")
     r = mlptrain(*TINY, f"hydra.run.dir={blocker}/" + "${now:%H}", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
-    assert r.stderr == (f"mlptrain: error: hydra.run.dir: cannot create {blocker}/" + "${now:%H}: "
-                        f"{blocker} is not a directory\n")
+    assert r.stderr == (
+        f"mlptrain: error: hydra.run.dir: cannot create {blocker}/" + f"${{now:%H}}: {blocker} is not a directory\n"
+    )
     # A name that only starts like the file is a folder beside it, and is not resolved (no folder reserved).
     parse = OverridesParser.create().parse_overrides
     compose.reserved_dirs.clear()
@@ -141,7 +148,8 @@ def _experiment(tmp_path, sweep: str):
     (tmp_path / "cfg" / "experiment").mkdir(parents=True)
     (tmp_path / "cfg" / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ndefaults:\n  - override /dataset: moons\noptim:\n  lr: 0.05\n"
-        f"hydra:\n  sweeper:\n    params:\n      optim: {sweep}\n      seed: 0,1\n")
+        f"hydra:\n  sweeper:\n    params:\n      optim: {sweep}\n      seed: 0,1\n"
+    )
     return f"hydra.searchpath=[file://{tmp_path}/cfg]"
 
 
@@ -176,7 +184,8 @@ def test_a_sweep_is_composed_once_per_group_structure_with_config_file_params():
     # The preset's optimizers, each once: its seeds (and the command line's, which replace them) are values.
     assert structures(sweep, primary) == [
         [f"optim={o}", "seed=5", "experiment=optimizer_showdown"]
-        for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")]
+        for o in ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+    ]
 
 
 def test_a_sweep_over_a_group_only_a_search_path_has_is_checked_before_any_job(tmp_path):
@@ -193,6 +202,8 @@ def test_a_sweep_over_a_group_only_a_search_path_has_is_checked_before_any_job(t
 def test_sweeping_hydra_settings_is_one_line_before_any_job(tmp_path, sweep):
     r = mlptrain("-m", sweep, *TINY, cwd=tmp_path)
     key = sweep.split("=")[0]
-    assert r.returncode == 2 and r.stderr == (f"mlptrain: error: {key}: Hydra's own settings cannot be swept "
-                                              f"({sweep}); give it one value, and sweep mlptrain's keys and groups\n")
+    assert r.returncode == 2 and r.stderr == (
+        f"mlptrain: error: {key}: Hydra's own settings cannot be swept "
+        f"({sweep}); give it one value, and sweep mlptrain's keys and groups\n"
+    )
     assert not (tmp_path / "multirun").exists()

@@ -36,8 +36,10 @@ def same(a, b) -> bool:
 
 def test_second_process_loads_the_cache_without_torchvision(tmp_path):
     write_mnist(tmp_path)
-    runs = [subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=120)
-            for _ in range(2)]
+    runs = [
+        subprocess.run([sys.executable, "-c", PROBE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+        for _ in range(2)
+    ]
     first, second = (json.loads(r.stdout) for r in runs)
     assert first["torchvision"] and not second["torchvision"]
     assert first["train"] == second["train"] == 180 and first["sum"] == second["sum"]

@@ -15,7 +15,7 @@ from conftest import mlptrain
 from mlptrain.config import ConfigError, CsvConfig
 from mlptrain.data import DataError, load_dataset
 from mlptrain.data.bundle import split_indices
-from mlptrain.data.tabular import encode_rows, encoded_names
+from mlptrain.data.encoding import encode_rows, encoded_names
 
 FAST = ["trainer.progress=none", "model.hidden=[32]", "trainer.batch_size=32"]
 COLUMNS = ["species", "island", "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "sex", "year"]
@@ -38,10 +38,14 @@ def penguins(n: int = 330, seed: int = 0, missing: bool = True) -> list[list[str
         sex = rng.choice(["male", "female"])
         male = 1 if sex == "male" else -1
         cells = [
-            species, rng.choice(islands),
-            f"{rng.gauss(*bl) + 1.5 * male:.1f}", f"{rng.gauss(*bd) + 0.6 * male:.1f}",
-            f"{rng.gauss(*fl) + 3 * male:.0f}", f"{rng.gauss(mass[0] + 0.8 * mass[1] * male, 0.5 * mass[1]):.0f}",
-            sex, str(rng.choice([2007, 2008, 2009])),
+            species,
+            rng.choice(islands),
+            f"{rng.gauss(*bl) + 1.5 * male:.1f}",
+            f"{rng.gauss(*bd) + 0.6 * male:.1f}",
+            f"{rng.gauss(*fl) + 3 * male:.0f}",
+            f"{rng.gauss(mass[0] + 0.8 * mass[1] * male, 0.5 * mass[1]):.0f}",
+            sex,
+            str(rng.choice([2007, 2008, 2009])),
         ]
         if missing and rng.random() < 0.08:
             cells[rng.choice([2, 3, 4, 6])] = "NA"
@@ -75,8 +79,9 @@ def test_a_table_edited_between_loads_is_read_again_also_through_a_home_path(tmp
 
 def test_mixed_table_classifies_through_the_command(tmp_path):
     path = write_csv(tmp_path / "penguins.csv", penguins())
-    r = mlptrain("dataset=csv", f"dataset.path={path}", "dataset.target=species", "trainer.epochs=15", *FAST,
-                 cwd=tmp_path)
+    r = mlptrain(
+        "dataset=csv", f"dataset.path={path}", "dataset.target=species", "trainer.epochs=15", *FAST, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     (run_dir,) = (tmp_path / "outputs").glob("*/*")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -84,14 +89,32 @@ def test_mixed_table_classifies_through_the_command(tmp_path):
     ckpt = torch.load(run_dir / "best.pt", weights_only=True)  # the encoders are plain data
     pre = ckpt["data"]["preprocess"]
     assert ckpt["data"]["class_names"] == ["Adelie", "Chinstrap", "Gentoo"]
-    assert pre["inputs"] == ["island=Biscoe", "island=Dream", "island=Torgersen", "bill_length_mm", "bill_depth_mm",
-                             "flipper_length_mm", "body_mass_g", "sex=female", "sex=male", "year"]
+    assert pre["inputs"] == [
+        "island=Biscoe",
+        "island=Dream",
+        "island=Torgersen",
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "sex=female",
+        "sex=male",
+        "year",
+    ]
 
 
 def test_mixed_table_regresses_an_integer_column_when_told(tmp_path, train):
     path = write_csv(tmp_path / "penguins.csv", penguins())
-    m = train("dataset=csv", f"dataset.path={path}", "dataset.target=body_mass_g", "dataset.task=regression",
-              "loss=mse", "trainer.epochs=30", *FAST, tiny=False)
+    m = train(
+        "dataset=csv",
+        f"dataset.path={path}",
+        "dataset.target=body_mass_g",
+        "dataset.task=regression",
+        "loss=mse",
+        "trainer.epochs=30",
+        *FAST,
+        tiny=False,
+    )
     assert m["status"] == "completed" and m["test"]["r2"] > 0.6  # species and sex explain most of the mass
 
 
@@ -153,8 +176,20 @@ def test_encode_rows_reproduces_the_training_encoding(tmp_path):
     features = pre["features"]
     as_lists = [[r[c] for c in features] for r in raw]
     assert torch.equal(encode_rows(pre, as_lists), data.x_test)
-    new = encode_rows(pre, [{"island": "Atlantis", "bill_length_mm": 40, "bill_depth_mm": None,
-                             "flipper_length_mm": "200", "body_mass_g": 3900.0, "sex": "NA", "year": 2008}])
+    new = encode_rows(
+        pre,
+        [
+            {
+                "island": "Atlantis",
+                "bill_length_mm": 40,
+                "bill_depth_mm": None,
+                "flipper_length_mm": "200",
+                "body_mass_g": 3900.0,
+                "sex": "NA",
+                "year": 2008,
+            }
+        ],
+    )
     assert new.shape == (1, 10) and new[0, :3].tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(DataError, match=r"^row 1, column 'year': 'soon' is not a number"):
         encode_rows(pre, [{**raw[0], "year": "soon"}])
@@ -162,11 +197,14 @@ def test_encode_rows_reproduces_the_training_encoding(tmp_path):
         encode_rows(pre, [raw[0], {k: v for k, v in raw[1].items() if k != "sex"}])
 
 
-@pytest.mark.parametrize("values, task, classes", [
-    (["3", "1", "10", "2", "1", "3"], "classification", ["1", "2", "3", "10"]),
-    (["yes", "no", "no", "maybe", "yes", "no"], "classification", ["maybe", "no", "yes"]),
-    (["0.5", "1", "2.25", "3", "1e2", "-4"], "regression", None),
-])
+@pytest.mark.parametrize(
+    "values, task, classes",
+    [
+        (["3", "1", "10", "2", "1", "3"], "classification", ["1", "2", "3", "10"]),
+        (["yes", "no", "no", "maybe", "yes", "no"], "classification", ["maybe", "no", "yes"]),
+        (["0.5", "1", "2.25", "3", "1e2", "-4"], "regression", None),
+    ],
+)
 def test_task_is_inferred_from_the_target(tmp_path, values, task, classes):
     rows = [[str(i), "a" if i % 2 else "b", v] for i, v in enumerate(values * 5)]
     path = write_csv(tmp_path / "t.csv", rows, header=["x", "kind", "y"])
@@ -214,8 +252,10 @@ def test_bad_path(tmp_path):
 
 def test_missing_target_column_lists_the_columns(tmp_path):
     msg, path = _bad(tmp_path, penguins(n=10), target="spieces")
-    assert msg == (f"dataset.target: column 'spieces' is not in {path}; columns: species, island, bill_length_mm, "
-                   "bill_depth_mm, flipper_length_mm, body_mass_g, sex, year")
+    assert msg == (
+        f"dataset.target: column 'spieces' is not in {path}; columns: species, island, bill_length_mm, "
+        "bill_depth_mm, flipper_length_mm, body_mass_g, sex, year"
+    )
 
 
 def test_empty_file_and_header_only(tmp_path):
@@ -231,17 +271,21 @@ def test_non_numeric_cell_names_line_and_column(tmp_path):
     rows = penguins(n=30)
     rows[6][4] = "two hundred"
     msg, path = _bad(tmp_path, rows)
-    assert msg == (f"dataset.path: {path} line 8, column 'flipper_length_mm': 'two hundred' is not a number, but the "
-                   "column is numeric; fix the cell, add 'two hundred' to dataset.na_values, or list the column in "
-                   "dataset.categorical")
+    assert msg == (
+        f"dataset.path: {path} line 8, column 'flipper_length_mm': 'two hundred' is not a number, but the "
+        "column is numeric; fix the cell, add 'two hundred' to dataset.na_values, or list the column in "
+        "dataset.categorical"
+    )
 
 
 def test_missing_value_rejected_when_asked(tmp_path):
     rows = penguins(n=30, missing=False)
     rows[9][3] = "NA"
     msg, path = _bad(tmp_path, rows, missing="error")
-    assert msg == (f"dataset.path: {path} line 11, column 'bill_depth_mm': missing value (dataset.missing=error); "
-                   "fill it in, or set dataset.missing=mean, median or most_frequent to impute")
+    assert msg == (
+        f"dataset.path: {path} line 11, column 'bill_depth_mm': missing value (dataset.missing=error); "
+        "fill it in, or set dataset.missing=mean, median or most_frequent to impute"
+    )
 
 
 def test_missing_value_rejected_also_when_a_numeric_na_token_is_spelled_differently(tmp_path):
@@ -255,26 +299,35 @@ def test_ragged_row_and_a_bad_test_file(tmp_path):
     rows = penguins(n=20)
     rows[3] = rows[3][:5]
     msg, path = _bad(tmp_path, rows)
-    assert msg == (f"dataset.path: {path} line 5 has 5 fields, the header has 8 (delimiter ','; set "
-                   "dataset.delimiter if it differs)")
+    assert msg == (
+        f"dataset.path: {path} line 5 has 5 fields, the header has 8 (delimiter ','; set "
+        "dataset.delimiter if it differs)"
+    )
     good = write_csv(tmp_path / "good.csv", penguins(n=30))
     other = write_csv(tmp_path / "other.csv", [r[:2] for r in penguins(n=5)], header=["species", "isle"])
-    with pytest.raises(DataError, match=r"^dataset.test_path: column 'island' is not in .*other.csv; columns: "
-                       r"species, isle$"):
+    with pytest.raises(
+        DataError,
+        match=r"^dataset.test_path: column 'island' is not in .*other.csv; columns: "
+        r"species, isle$",
+    ):
         load(good, target="species", test_path=str(other))
     rows = penguins(n=5)
     rows[2][0] = "Emperor"
     unseen = write_csv(tmp_path / "unseen.csv", rows)
-    with pytest.raises(DataError, match=r"^dataset.test_path: .*unseen.csv line 4, column 'species': class 'Emperor' "
-                       r"does not occur in 'species' of the training file; classes: Adelie, Chinstrap, Gentoo$"):
+    with pytest.raises(
+        DataError,
+        match=r"^dataset.test_path: .*unseen.csv line 4, column 'species': class 'Emperor' "
+        r"does not occur in 'species' of the training file; classes: Adelie, Chinstrap, Gentoo$",
+    ):
         load(good, target="species", test_path=str(unseen))
 
 
 def test_single_class_and_bad_feature_lists(tmp_path):
     rows = [["Adelie", *r[1:]] for r in penguins(n=20)]
     msg, _ = _bad(tmp_path, rows)
-    assert msg == ("dataset.target: column 'species' has a single value 'Adelie'; "
-                   "a classifier needs at least two classes")
+    assert msg == (
+        "dataset.target: column 'species' has a single value 'Adelie'; a classifier needs at least two classes"
+    )
     msg, path = _bad(tmp_path, penguins(n=20), features=["island", "beak"])
     assert msg.startswith(f"dataset.features: column 'beak' is not in {path}; columns: species, island")
     msg, _ = _bad(tmp_path, penguins(n=20), categorical=["colour"])
@@ -286,8 +339,11 @@ def test_config_errors_are_caught_before_loading():
         CsvConfig(path="x.csv", target="y", missing="drop")
     with pytest.raises(ConfigError, match="dataset.delimiter: must be one character"):
         CsvConfig(path="x.csv", target="y", delimiter=";;")
-    assert CsvConfig(path="x.csv", target="y", delimiter="tab").delimiter == CsvConfig(
-        path="x.csv", target="y", delimiter="\\t").delimiter == "\t"
+    assert (
+        CsvConfig(path="x.csv", target="y", delimiter="tab").delimiter
+        == CsvConfig(path="x.csv", target="y", delimiter="\\t").delimiter
+        == "\t"
+    )
 
 
 def test_bad_column_from_the_command_is_one_line(tmp_path):
@@ -296,7 +352,8 @@ def test_bad_column_from_the_command_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
         f"mlptrain: error: dataset.target: column 'mass' is not in {path}; columns: species, island, bill_length_mm, "
-        "bill_depth_mm, flipper_length_mm, body_mass_g, sex, year"]
+        "bill_depth_mm, flipper_length_mm, body_mass_g, sex, year"
+    ]
     r = mlptrain("dataset=csv", "dataset.target=mass", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip() == "mlptrain: error: dataset.path: is required but missing (set dataset.path=...)"

@@ -26,7 +26,7 @@ def test_sine_is_sin_plus_noise_and_seeded():
 def test_friedman1_follows_its_formula_and_extra_features_are_noise():
     x, y = generate(SyntheticConfig(name="friedman1", n_samples=500, noise=0.0, n_features=12))
     assert x.shape == (500, 12)
-    f = (10 * torch.sin(math.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3] + 5 * x[:, 4])
+    f = 10 * torch.sin(math.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3] + 5 * x[:, 4]
     assert torch.allclose(y, f, atol=1e-5)
 
 

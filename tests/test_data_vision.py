@@ -37,7 +37,7 @@ def _images(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.n
     x = rng.integers(0, 60, size=(n, *shape), dtype=np.uint8)
     for i, k in enumerate(labels):
         r, c = divmod(int(k), 5)
-        x[i, ..., 4 + 10 * r:10 + 10 * r, 1 + 5 * c:5 + 5 * c] = 250
+        x[i, ..., 4 + 10 * r : 10 + 10 * r, 1 + 5 * c : 5 + 5 * c] = 250
         x[i, ..., 0, 0] = i % 256
     return x, labels.astype(np.uint8)
 
@@ -78,8 +78,12 @@ def write_cifar(root, monkeypatch, n_per_batch: int = 40, n_test: int = 40):
         x, y = _images(n, (3, 32, 32), seed=i)
         x[:, 1] //= 2  # distinct per-channel statistics
         x[:, 2] = x[:, 2] // 4 + 100
-        entry = {"batch_label": name, "labels": [int(v) for v in y], "data": x.reshape(n, 3072),
-                 "filenames": [f"img_{i}_{j}.png" for j in range(n)]}
+        entry = {
+            "batch_label": name,
+            "labels": [int(v) for v in y],
+            "data": x.reshape(n, 3072),
+            "filenames": [f"img_{i}_{j}.png" for j in range(n)],
+        }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
         written[name] = (x, y)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -96,9 +100,14 @@ def _rows_by_index(x: torch.Tensor) -> dict[int, torch.Tensor]:
     return {int(img[..., 0, 0].flatten()[0]): img for img in x}
 
 
-@pytest.mark.parametrize("name, cls, first_class", [
-    ("mnist", "MNIST", "0 - zero"), ("fashion_mnist", "FashionMNIST", "T-shirt/top"), ("kmnist", "KMNIST", "o"),
-])
+@pytest.mark.parametrize(
+    "name, cls, first_class",
+    [
+        ("mnist", "MNIST", "0 - zero"),
+        ("fashion_mnist", "FashionMNIST", "T-shirt/top"),
+        ("kmnist", "KMNIST", "o"),
+    ],
+)
 def test_mnist_family_loads_idx_files_through_torchvision(tmp_path, name, cls, first_class):
     written = write_mnist(tmp_path, cls)
     data = load_dataset(VisionConfig(name=name, data_dir=str(tmp_path), download=False, val_fraction=0.1, seed=3))
@@ -143,8 +152,15 @@ def test_cifar10_loads_pickled_batches_channel_first_with_channel_stats(tmp_path
 
 def test_mnist_trains_end_to_end_through_the_cli_path(tmp_path, train):
     write_mnist(tmp_path / "data", n_train=300, n_test=100)
-    m = train("dataset=mnist", f"dataset.data_dir={tmp_path / 'data'}", "dataset.download=false",
-              "trainer.epochs=8", *FAST, tiny=False, out=tmp_path / "run")
+    m = train(
+        "dataset=mnist",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "dataset.download=false",
+        "trainer.epochs=8",
+        *FAST,
+        tiny=False,
+        out=tmp_path / "run",
+    )
     assert m["status"] == "completed"
     assert m["test"]["acc"] > 0.9  # the block position decides the class: learnable only if pixels and labels line up
     ckpt = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
@@ -153,8 +169,15 @@ def test_mnist_trains_end_to_end_through_the_cli_path(tmp_path, train):
 
 def test_cifar10_trains_end_to_end(tmp_path, monkeypatch, train):
     write_cifar(tmp_path / "data", monkeypatch)
-    m = train("dataset=cifar10", f"dataset.data_dir={tmp_path / 'data'}", "dataset.download=false",
-              "trainer.epochs=6", *FAST, tiny=False, out=tmp_path / "run")
+    m = train(
+        "dataset=cifar10",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "dataset.download=false",
+        "trainer.epochs=6",
+        *FAST,
+        tiny=False,
+        out=tmp_path / "run",
+    )
     assert m["status"] == "completed" and m["test"]["acc"] > 0.9
 
 
@@ -166,8 +189,10 @@ def test_empty_dir_without_download_names_files_folder_and_flag(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset(VisionConfig(name="kmnist", data_dir=str(tmp_path), download=False))
     msg = str(e.value)
-    assert msg == (f"dataset kmnist: files not found; expected {FILES} in {tmp_path}/KMNIST/raw/: put them there, "
-                   "or set dataset.download=true to fetch them")
+    assert msg == (
+        f"dataset kmnist: files not found; expected {FILES} in {tmp_path}/KMNIST/raw/: put them there, "
+        "or set dataset.download=true to fetch them"
+    )
 
 
 def test_unreachable_mirror_names_files_folder_and_flag(tmp_path, monkeypatch):
@@ -176,24 +201,32 @@ def test_unreachable_mirror_names_files_folder_and_flag(tmp_path, monkeypatch):
         load_dataset(VisionConfig(name="mnist", data_dir=str(tmp_path), download=True))
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("dataset mnist: download failed (Error downloading train-images-idx3-ubyte.gz: "
-                          f"Tried {CLOSED_PORT}")
-    assert msg.endswith(f"); expected {FILES} in {tmp_path}/MNIST/raw/: put them there by hand "
-                        "and run with dataset.download=false")
+    assert msg.startswith(
+        f"dataset mnist: download failed (Error downloading train-images-idx3-ubyte.gz: Tried {CLOSED_PORT}"
+    )
+    assert msg.endswith(
+        f"); expected {FILES} in {tmp_path}/MNIST/raw/: put them there by hand and run with dataset.download=false"
+    )
 
 
 def test_cifar_unreachable_and_corrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision_datasets.CIFAR10, "url", CLOSED_PORT + "cifar-10-python.tar.gz")
-    with pytest.raises(DataError, match=r"^dataset cifar10: download failed \(.*\); expected data_batch_1, "
-                       r"data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, batches.meta in "
-                       rf"{tmp_path}/cifar-10-batches-py/: "
-                       r"put them there by hand and run with dataset.download=false$"):
+    with pytest.raises(
+        DataError,
+        match=r"^dataset cifar10: download failed \(.*\); expected data_batch_1, "
+        r"data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch, batches.meta in "
+        rf"{tmp_path}/cifar-10-batches-py/: "
+        r"put them there by hand and run with dataset.download=false$",
+    ):
         load_dataset(VisionConfig(name="cifar10", data_dir=str(tmp_path), download=True))
     write_cifar(tmp_path / "other", monkeypatch)
     with open(tmp_path / "other" / "cifar-10-batches-py" / "data_batch_3", "ab") as f:
         f.write(b"x")  # no longer matches its checksum
-    with pytest.raises(DataError, match=r"^dataset cifar10: files missing or corrupted; expected data_batch_1, .* "
-                       r"set dataset.download=true to fetch them$"):
+    with pytest.raises(
+        DataError,
+        match=r"^dataset cifar10: files missing or corrupted; expected data_batch_1, .* "
+        r"set dataset.download=true to fetch them$",
+    ):
         load_dataset(VisionConfig(name="cifar10", data_dir=str(tmp_path / "other"), download=False))
 
 
@@ -206,12 +239,15 @@ def test_truncated_file_is_reported_as_unreadable(tmp_path):
 
 
 def test_offline_error_from_the_command_is_one_line(tmp_path):
-    r = mlptrain("dataset=fashion_mnist", f"dataset.data_dir={tmp_path / 'none'}", "dataset.download=false",
-                 cwd=tmp_path)
+    r = mlptrain(
+        "dataset=fashion_mnist", f"dataset.data_dir={tmp_path / 'none'}", "dataset.download=false", cwd=tmp_path
+    )
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == (f"mlptrain: error: dataset fashion_mnist: files not found; expected {FILES} in "
-                                f"{tmp_path}/none/FashionMNIST/raw/: put them there, or set dataset.download=true "
-                                "to fetch them")
+    assert r.stderr.strip() == (
+        f"mlptrain: error: dataset fashion_mnist: files not found; expected {FILES} in "
+        f"{tmp_path}/none/FashionMNIST/raw/: put them there, or set dataset.download=true "
+        "to fetch them"
+    )
 
 
 # ----------------------------------------------------------------------------- pieces

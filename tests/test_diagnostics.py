@@ -111,8 +111,13 @@ def test_regression_fit_draws_the_band_only_for_probabilistic_heads():
 # ----------------------------------------------------------------------------- in the event file
 def test_images_histograms_and_internals_reach_tensorboard(train, tmp_path):
     out = tmp_path / "run"
-    train("trainer.epochs=2", "trainer.image_every_n_epochs=1", "trainer.histogram_every_n_epochs=1",
-          "model.hidden=[8,8]", out=out)
+    train(
+        "trainer.epochs=2",
+        "trainer.image_every_n_epochs=1",
+        "trainer.histogram_every_n_epochs=1",
+        "model.hidden=[8,8]",
+        out=out,
+    )
     tags = events(out).Tags()
     assert {"images/decision_boundary", "val/confusion_matrix", "test/confusion_matrix"} <= set(tags["images"])
     for layer in ("layer1", "layer2", "output"):
@@ -156,8 +161,20 @@ def _image_bundle(shape=(1, 12, 12), n=60):
     x = torch.randint(0, 256, (3 * n, *shape), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 4, (3 * n,), generator=g)
     mean, std = standardisation(x[:n].flatten(1).float())
-    return DataBundle("tiny_images", "classification", x[:n], y[:n], x[n:2 * n], y[n:2 * n], x[2 * n:], y[2 * n:],
-                      mean, std, class_names=["a", "b", "c", "d"], input_shape=shape)
+    return DataBundle(
+        "tiny_images",
+        "classification",
+        x[:n],
+        y[:n],
+        x[n : 2 * n],
+        y[n : 2 * n],
+        x[2 * n :],
+        y[2 * n :],
+        mean,
+        std,
+        class_names=["a", "b", "c", "d"],
+        input_shape=shape,
+    )
 
 
 @pytest.mark.parametrize("shape", [(1, 12, 12), (12, 12, 3)])
@@ -201,7 +218,6 @@ def test_diagnostics_do_not_change_the_run(train, tmp_path):
     """Same seed, with dropout (which draws random numbers): identical numbers with or without."""
     common = ("trainer.epochs=3", "model.dropout=0.3", "model.hidden=[16]")
     on = train(*common, "trainer.image_every_n_epochs=1", "trainer.histogram_every_n_epochs=1", out=tmp_path / "on")
-    off = train(*common, "trainer.image_every_n_epochs=-1", "trainer.histogram_every_n_epochs=-1",
-                out=tmp_path / "off")
+    off = train(*common, "trainer.image_every_n_epochs=-1", "trainer.histogram_every_n_epochs=-1", out=tmp_path / "off")
     strip = lambda m: [{k: v for k, v in r.items() if k not in ("time_s", "samples_per_s")} for r in m["history"]]  # noqa: E731
     assert strip(on) == strip(off) and on["test"] == off["test"]

@@ -33,11 +33,21 @@ def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    r = subprocess.run([sys.executable, "-m", "mlptrain", f"trainer.resume={run_dir}", "trainer.epochs=4"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240, preexec_fn=small_files)
+    r = subprocess.run(
+        [sys.executable, "-m", "mlptrain", f"trainer.resume={run_dir}", "trainer.epochs=4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        preexec_fn=small_files,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert re.fullmatch(f"mlptrain: error: cannot write checkpoint {run_dir}/(best|last).pt: File too large; "
-                        f"the previous one is kept\n", r.stderr), r.stderr
+    assert re.fullmatch(
+        f"mlptrain: error: cannot write checkpoint {run_dir}/(best|last).pt: File too large; "
+        f"the previous one is kept\n",
+        r.stderr,
+    ), r.stderr
     assert {n: (run_dir / n).read_bytes() for n in before} == before
     assert checkpoint.load(run_dir / "last.pt")["epoch"] == 2
     assert not list(run_dir.glob(".*.tmp"))
@@ -51,8 +61,9 @@ def test_metrics_that_cannot_be_written_are_one_line(tmp_path):
     (run_dir / "metrics.json").mkdir(parents=True)
     r = mlptrain(*TINY, "trainer.checkpoint=false", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
-    assert re.fullmatch(f"mlptrain: error: cannot write metrics {run_dir}/metrics.json: .*; the previous one is "
-                        "kept\n", r.stderr), r.stderr
+    assert re.fullmatch(
+        f"mlptrain: error: cannot write metrics {run_dir}/metrics.json: .*; the previous one is kept\n", r.stderr
+    ), r.stderr
 
 
 def test_a_failed_write_leaves_no_temp_file_and_the_old_file(tmp_path):

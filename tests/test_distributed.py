@@ -22,8 +22,14 @@ from mlptrain import checkpoint
 
 # Uneven on purpose: a global batch of 33 is 17 + 16 rows on 2 ranks, and the last of the 140 training
 # rows' batches has 8; val and test (30 rows each) are split 15 + 15 and gathered.
-DDP = ["dataset.n_samples=200", "model.hidden=[16]", "trainer.batch_size=33", "optim=sgd", "trainer.device=cpu",
-       "trainer.progress=epoch"]
+DDP = [
+    "dataset.n_samples=200",
+    "model.hidden=[16]",
+    "trainer.batch_size=33",
+    "optim=sgd",
+    "trainer.device=cpu",
+    "trainer.progress=epoch",
+]
 # Per-epoch metrics of 2 gloo ranks vs one process.  The only difference in arithmetic is where the
 # gradient sums are split (17 + 16 rows, then DDP's all-reduce average) and how the val/test rows are
 # batched; on CPU this measured 0 to 1e-7 relative, so 1e-5 leaves room for other BLAS builds.
@@ -89,8 +95,20 @@ def test_devices_and_batch_size_are_checked(make_cfg):
 def test_torchrun_two_gloo_ranks_match_one_process_in_one_run_dir(tmp_path, reference):
     # Each rank would name a different dir (rank0, rank1): only rank 0's may exist, used by both.
     run_dir = "hydra.run.dir='${mlptrain.unique_dir:out/rank${oc.env:RANK}}'"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
-           "--rdzv-endpoint=127.0.0.1:0", "--local-addr=127.0.0.1", "-m", "mlptrain", *DDP, "trainer.epochs=3", run_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
+        "--local-addr=127.0.0.1",
+        "-m",
+        "mlptrain",
+        *DDP,
+        "trainer.epochs=3",
+        run_dir,
+    ]
     r = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **_env()}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["rank0"]
@@ -107,8 +125,14 @@ def test_torchrun_two_gloo_ranks_match_one_process_in_one_run_dir(tmp_path, refe
 @contextmanager
 def _started(*args: str, cwd: Path, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
     """``python -m mlptrain *args`` in the background; killed if the test leaves it running."""
-    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *args], cwd=cwd, env={**os.environ, **_env()},
-                            stdout=stdout, stderr=stderr, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlptrain", *args],
+        cwd=cwd,
+        env={**os.environ, **_env()},
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+    )
     try:
         yield proc
     finally:
@@ -149,8 +173,16 @@ def _pending(pid: int, signum: int) -> bool:
 def test_devices_2_sigterm_saves_mid_epoch_and_the_resume_continues_the_curve(tmp_path, train):
     # 263 steps an epoch; the ranks agree to stop at a multiple of 16 steps of the epoch.  A periodic
     # checkpoint at step 270 (epoch 2, batch 7) shows the test that both ranks are inside epoch 2.
-    long = ["dataset.n_samples=6000", "model.hidden=[16]", "trainer.batch_size=16", "optim=sgd", "trainer.device=cpu",
-            "trainer.progress=epoch", "trainer.epochs=2", "trainer.checkpoint_every_n_steps=270"]
+    long = [
+        "dataset.n_samples=6000",
+        "model.hidden=[16]",
+        "trainer.batch_size=16",
+        "optim=sgd",
+        "trainer.device=cpu",
+        "trainer.progress=epoch",
+        "trainer.epochs=2",
+        "trainer.checkpoint_every_n_steps=270",
+    ]
     run_dir = tmp_path / "run"
     with _started(*long, "trainer.devices=2", f"hydra.run.dir={run_dir}", cwd=tmp_path) as proc:
         deadline = time.monotonic() + 240
@@ -203,8 +235,9 @@ def test_compiled_ddp_ranks_match_one_process(tmp_path, make_cfg, reference):
     from mlptrain.config import parse
     from mlptrain.job import JobContext
 
-    run = parse(make_cfg(*DDP, "trainer.epochs=3", "trainer.devices=2", "trainer.compile=true",
-                         "trainer.compile_backend=eager"))
+    run = parse(
+        make_cfg(*DDP, "trainer.epochs=3", "trainer.devices=2", "trainer.compile=true", "trainer.compile_backend=eager")
+    )
     _same_curve(launch.launch(run, tmp_path, JobContext())["history"], reference["history"])
 
 
@@ -231,13 +264,29 @@ def test_slurm_preset_asks_for_partition_time_gpus_memory_and_requeue(tmp_path):
     for f in fake.iterdir():
         f.chmod(0o755)
     script = tmp_path / "job.sh"
-    r = mlptrain("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=90",
-                 "hydra.launcher.mem_gb=64", "trainer.devices=4", "seed=0,1", cwd=tmp_path,
-                 env={"PATH": f"{fake}:{os.environ['PATH']}", "SBATCH_COPY": str(script)})
+    r = mlptrain(
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=90",
+        "hydra.launcher.mem_gb=64",
+        "trainer.devices=4",
+        "seed=0,1",
+        cwd=tmp_path,
+        env={"PATH": f"{fake}:{os.environ['PATH']}", "SBATCH_COPY": str(script)},
+    )
     assert r.returncode != 0 and "sbatch: no cluster" in r.stderr
     lines = script.read_text().splitlines()
-    for flag in ("--partition=gpu", "--time=90", "--mem=64GB", "--gpus-per-node=4", "--ntasks-per-node=1",
-                 "--array=0-1%2", "--requeue", "--signal=USR2@120"):
+    for flag in (
+        "--partition=gpu",
+        "--time=90",
+        "--mem=64GB",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=1",
+        "--array=0-1%2",
+        "--requeue",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {flag}" in lines, flag
 
 
@@ -258,10 +307,16 @@ def _pids_writing_under(folder: Path) -> list[int]:
 def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, train):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     common = [*TINY, "trainer.epochs=20", "trainer.device=cpu"]
-    with _started("-m", "hydra/launcher=submitit_local",
-                  "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher",
-                  f"hydra.sweep.dir={tmp_path}/sweep", *common, "seed=0,1", cwd=tmp_path,
-                  stderr=subprocess.STDOUT) as sweep:
+    with _started(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher._target_=hydra_plugins.mlptrain_slurm.LocalLauncher",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *common,
+        "seed=0,1",
+        cwd=tmp_path,
+        stderr=subprocess.STDOUT,
+    ) as sweep:
         # Preempt job 0 (USR2 is submitit's signal) once it has a checkpoint, looking while it is frozen.
         deadline = time.monotonic() + 240
         pids: list[int] = []
@@ -282,8 +337,12 @@ def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, t
         output, _ = sweep.communicate(timeout=240)
     assert sweep.returncode == 0, output[-3000:]
     # The trainer took USR2 as a graceful stop (finish the step, save) before submitit requeued job 0.
-    stops = [line for f in tmp_path.glob("sweep/.submitit/*/*_log.err") for line in f.read_text().splitlines()
-             if line.startswith("mlptrain: interrupted by SIGUSR2 after step")]
+    stops = [
+        line
+        for f in tmp_path.glob("sweep/.submitit/*/*_log.err")
+        for line in f.read_text().splitlines()
+        if line.startswith("mlptrain: interrupted by SIGUSR2 after step")
+    ]
     assert len(stops) == 1 and f"saved {job0}/last.pt" in stops[0], stops
     for job, seed in enumerate((0, 1)):
         (job_dir,) = tmp_path.glob(f"sweep/{job}_*")

@@ -14,8 +14,17 @@ from mlptrain import checkpoint
 from mlptrain.errors import TrainingError
 
 # SGD at lr 1.5 on a small regression set: the loss grows ~10x a step and overflows at step 8.
-DIVERGE = ["dataset=sine", "loss=mse", "optim=sgd", "optim.lr=1.5", "trainer.batch_size=16", "trainer.epochs=3",
-           "dataset.n_samples=300", "model.hidden=[8]", "trainer.progress=none"]
+DIVERGE = [
+    "dataset=sine",
+    "loss=mse",
+    "optim=sgd",
+    "optim.lr=1.5",
+    "trainer.batch_size=16",
+    "trainer.epochs=3",
+    "dataset.n_samples=300",
+    "model.hidden=[8]",
+    "trainer.progress=none",
+]
 
 
 def finite(path) -> bool:
@@ -27,9 +36,12 @@ def test_nan_stops_with_one_line_and_keeps_the_last_good_checkpoint(train, tmp_p
     with pytest.raises(TrainingError) as e:
         train(*DIVERGE, "scheduler=none", "trainer.checkpoint_every_n_steps=2", out=run_dir, tiny=False)
     msg = str(e.value)
-    m = re.fullmatch(r"loss became non-finite at epoch 1, step (\d+) \(lr 1\.5, last finite loss ([0-9.e+]+)\); "
-                     r"the last good checkpoint is kept: (\S+) \(epoch 1, step (\d+), mid-epoch\)\. Lower optim\.lr, "
-                     r"set trainer\.grad_clip, or set trainer\.nan_policy=skip_batch", msg)
+    m = re.fullmatch(
+        r"loss became non-finite at epoch 1, step (\d+) \(lr 1\.5, last finite loss ([0-9.e+]+)\); "
+        r"the last good checkpoint is kept: (\S+) \(epoch 1, step (\d+), mid-epoch\)\. Lower optim\.lr, "
+        r"set trainer\.grad_clip, or set trainer\.nan_policy=skip_batch",
+        msg,
+    )
     assert m, msg
     bad_step, kept_step = int(m[1]), int(m[4])
     assert float(m[2]) > 1e6 and m[3] == str(run_dir / "last.pt")
@@ -43,8 +55,11 @@ def test_overflowing_weights_are_never_checkpointed(train, tmp_path):
     """One step at lr 1e38 leaves finite but huge weights whose outputs overflow: that is divergence too.
     The message names the lr that step used, not the (cosine-decayed to 0) lr the schedule moved on to."""
     run_dir = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"^validation loss became non-finite after epoch 1, step 1 \(lr 1e\+38, "
-                                            r"train loss [0-9.]+\); no checkpoint had been written yet"):
+    with pytest.raises(
+        TrainingError,
+        match=r"^validation loss became non-finite after epoch 1, step 1 \(lr 1e\+38, "
+        r"train loss [0-9.]+\); no checkpoint had been written yet",
+    ):
         train(*DIVERGE, "optim.lr=1e38", "trainer.max_steps=1", out=run_dir, tiny=False)
     assert not (run_dir / "last.pt").exists() and not (run_dir / "best.pt").exists()
 
@@ -57,8 +72,16 @@ def test_a_poisoned_row_stops_the_run_or_is_skipped(make_cfg, tmp_path, policy):
     from mlptrain.data import load_dataset
     from mlptrain.train import Trainer
 
-    run = parse(make_cfg("trainer.epochs=3", "dataset.n_samples=200", "model.hidden=[8]", "trainer.batch_size=20",
-                         "trainer.progress=none", f"trainer.nan_policy={policy}"))
+    run = parse(
+        make_cfg(
+            "trainer.epochs=3",
+            "dataset.n_samples=200",
+            "model.hidden=[8]",
+            "trainer.batch_size=20",
+            "trainer.progress=none",
+            f"trainer.nan_policy={policy}",
+        )
+    )
     data = load_dataset(run.dataset)
     data.x_train[7, 0] = float("nan")  # statistics were taken before: the model's standardisation stays finite
     trainer = Trainer(run, tmp_path, data=data)
@@ -80,10 +103,21 @@ def test_skipped_batches_do_not_count_in_train_accuracy(make_cfg, tmp_path):
     from mlptrain.data import load_dataset
     from mlptrain.train import Trainer
 
-    run = parse(make_cfg("trainer.epochs=1", "dataset.n_samples=200", "model.hidden=[8]", "trainer.batch_size=30",
-                         "optim=sgd", "optim.lr=1e-30", "scheduler=none", "trainer.progress=none",
-                         "trainer.nan_policy=skip_batch", "trainer.image_every_n_epochs=-1",
-                         "trainer.histogram_every_n_epochs=-1"))
+    run = parse(
+        make_cfg(
+            "trainer.epochs=1",
+            "dataset.n_samples=200",
+            "model.hidden=[8]",
+            "trainer.batch_size=30",
+            "optim=sgd",
+            "optim.lr=1e-30",
+            "scheduler=none",
+            "trainer.progress=none",
+            "trainer.nan_policy=skip_batch",
+            "trainer.image_every_n_epochs=-1",
+            "trainer.histogram_every_n_epochs=-1",
+        )
+    )
     data = load_dataset(run.dataset)
     data.x_train[7, 0] = float("nan")
     trainer = Trainer(run, tmp_path, data=data)
@@ -93,7 +127,7 @@ def test_skipped_batches_do_not_count_in_train_accuracy(make_cfg, tmp_path):
 
     order, size = trainer.train_batches.order, 30
     poisoned = (order == 7).nonzero().item() // size
-    kept = torch.cat([order[:poisoned * size], order[(poisoned + 1) * size:]])
+    kept = torch.cat([order[: poisoned * size], order[(poisoned + 1) * size :]])
     assert len(kept) < len(order)
     with torch.no_grad():
         trainer.model.eval()

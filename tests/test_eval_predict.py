@@ -44,8 +44,16 @@ def runs(tmp_path_factory):
     configs = {"cls": ["dataset=blobs", "dataset.n_classes=3"], "reg": ["dataset=sine", "loss=gaussian_nll"]}
     for name, overrides in configs.items():
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[
-                "trainer.epochs=2", "dataset.n_samples=200", "model.hidden=[8]", "trainer.progress=none", *overrides])
+            cfg = compose(
+                config_name="config",
+                overrides=[
+                    "trainer.epochs=2",
+                    "dataset.n_samples=200",
+                    "model.hidden=[8]",
+                    "trainer.progress=none",
+                    *overrides,
+                ],
+            )
         run(cfg, root / name)
         out[name] = root / name
     return out
@@ -175,15 +183,18 @@ def _foreign(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda src, d: _truncated(src, d / "half.pt"), "is truncated or corrupt"),
-    (lambda src, d: _file(d / "x.pt", b""), "is not an mlptrain checkpoint (not a file written by torch.save)"),
-    (lambda src, d: _file(d / "x.pt", b"epoch,loss\n1,0.5\n"), "not a file written by torch.save"),
-    (lambda src, d: _pickled_module(d / "m.pt"), "holds Python objects that weights_only loading refuses"),
-    (lambda src, d: _foreign(d / "f.pt"), "is not an mlptrain checkpoint (no 'mlptrain-checkpoint' header)"),
-    (lambda src, d: d / "nothing.pt", "checkpoint not found"),
-    (lambda src, d: d, "checkpoint not found"),  # a dir without checkpoints
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda src, d: _truncated(src, d / "half.pt"), "is truncated or corrupt"),
+        (lambda src, d: _file(d / "x.pt", b""), "is not an mlptrain checkpoint (not a file written by torch.save)"),
+        (lambda src, d: _file(d / "x.pt", b"epoch,loss\n1,0.5\n"), "not a file written by torch.save"),
+        (lambda src, d: _pickled_module(d / "m.pt"), "holds Python objects that weights_only loading refuses"),
+        (lambda src, d: _foreign(d / "f.pt"), "is not an mlptrain checkpoint (no 'mlptrain-checkpoint' header)"),
+        (lambda src, d: d / "nothing.pt", "checkpoint not found"),
+        (lambda src, d: d, "checkpoint not found"),  # a dir without checkpoints
+    ],
+)
 def test_bad_checkpoints_are_one_clear_line(runs, tmp_path, make, needle):
     path = make(runs["cls"] / "best.pt", tmp_path)
     for main, extra in ((eval_main, []), (predict_main, [str(tmp_path / "in.csv")])):
@@ -195,8 +206,10 @@ def test_bad_checkpoints_are_one_clear_line(runs, tmp_path, make, needle):
 def test_architecture_mismatch_is_one_clear_line(runs):
     code, _, err = call(eval_main, str(runs["cls"]), "model.hidden=[4]")
     assert code == 2
-    assert err == (f"mlptrain-eval: error: {runs['cls'] / 'best.pt'}: the weights do not match the model its config "
-                   "describes (body.layers.0.weight is [8, 2] in the checkpoint, [4, 2] in the model)\n")
+    assert err == (
+        f"mlptrain-eval: error: {runs['cls'] / 'best.pt'}: the weights do not match the model its config "
+        "describes (body.layers.0.weight is [8, 2] in the checkpoint, [4, 2] in the model)\n"
+    )
     code, _, err = call(eval_main, str(runs["cls"]), "model.hidden=[8,8]")
     assert code == 2 and "missing body.layers.4.weight" in err
 
@@ -207,8 +220,9 @@ def test_console_scripts_are_installed_and_run(runs, tmp_path):
     assert scripts["mlptrain-predict"] == "mlptrain.evaluate:predict_main"
     exe = Path(sys.executable).parent / "mlptrain-eval"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from mlptrain.evaluate import eval_main; eval_main()"]
-    r = subprocess.run([*cmd, str(_truncated(runs["cls"] / "best.pt", tmp_path / "t.pt"))], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [*cmd, str(_truncated(runs["cls"] / "best.pt", tmp_path / "t.pt"))], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and r.stderr.startswith("mlptrain-eval: error: ") and r.stderr.count("\n") == 1
 
 
@@ -225,13 +239,25 @@ def test_a_table_checkpoint_predicts_new_rows_encoded_as_in_training(make_cfg, t
     rows = []
     for i in range(240):
         kind = ["cat", "dog", "fox"][i % 3]
-        rows.append([rng.choice(["red", "blue"]) if kind != "fox" else "orange", f"{(i % 3) * 2 + rng.random():.3f}",
-                     "NA" if i % 17 == 0 else f"{10 * (i % 3) + rng.gauss(0, 1):.2f}", kind])
+        rows.append(
+            [
+                rng.choice(["red", "blue"]) if kind != "fox" else "orange",
+                f"{(i % 3) * 2 + rng.random():.3f}",
+                "NA" if i % 17 == 0 else f"{10 * (i % 3) + rng.gauss(0, 1):.2f}",
+                kind,
+            ]
+        )
     table = tmp_path / "animals.csv"
     with open(table, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
-    over = [f"dataset.path={table}", "dataset.target=kind", "trainer.epochs=40", "optim.lr=0.05", "model.hidden=[8]",
-            "trainer.progress=none"]
+    over = [
+        f"dataset.path={table}",
+        "dataset.target=kind",
+        "trainer.epochs=40",
+        "optim.lr=0.05",
+        "model.hidden=[8]",
+        "trainer.progress=none",
+    ]
     metrics = run(make_cfg("dataset=csv", *over), tmp_path / "run")
     assert metrics["test"]["acc"] > 0.9  # an easy table: the predictions below must be the obvious ones
 

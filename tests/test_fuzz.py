@@ -44,8 +44,6 @@ def _leaf_keys() -> dict:
     return keys
 
 
-
-
 def _offline(group: str, option: str) -> bool:
     """Options that need no download (image sets, and presets that pick one, would fetch data)."""
     from importlib import resources
@@ -60,16 +58,48 @@ KEYS = sorted(DEFAULTS) + sorted(GROUPS)
 
 # Numbers: small ones (valid and not), and extremes far beyond any allocation, never the in-between
 # sizes that are valid but slow (a 10^9-sample data set is a user's right, not a fuzz case).
-INTS = st.one_of(st.integers(-3, 12), st.sampled_from([2**48, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63), -10**30]))
+INTS = st.one_of(st.integers(-3, 12), st.sampled_from([2**48, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63), -(10**30)]))
 FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, -0.0, 0.5, 1e-9, 0.999999])
-TEXT = st.one_of(st.text(max_size=12), st.sampled_from(
-    ["", " ", "${oc.env:HOME}", "${nope}", "a,b", "[1,", "'", '"', "\\", "=", "~x", "+", "null", "1e3", "0x10",
-     "cuda:7", "mps", "relu ", "RELU", "torch.optim.SGD", "os.system", "builtins.eval", "subprocess.Popen",
-     "torch.nn.Linear", "ü∂ƒ", "\u202e", "x" * 300]))
+TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "${oc.env:HOME}",
+            "${nope}",
+            "a,b",
+            "[1,",
+            "'",
+            '"',
+            "\\",
+            "=",
+            "~x",
+            "+",
+            "null",
+            "1e3",
+            "0x10",
+            "cuda:7",
+            "mps",
+            "relu ",
+            "RELU",
+            "torch.optim.SGD",
+            "os.system",
+            "builtins.eval",
+            "subprocess.Popen",
+            "torch.nn.Linear",
+            "ü∂ƒ",
+            "\u202e",
+            "x" * 300,
+        ]
+    ),
+)
 SCALARS = st.one_of(INTS, FLOATS, st.booleans(), st.none(), TEXT)
-LISTS = st.one_of(st.lists(st.one_of(INTS, FLOATS, TEXT), max_size=4),
-                  st.integers(500, 2000).map(lambda n: [1] * n),  # a huge list
-                  st.lists(st.lists(st.integers(1, 3), max_size=2), max_size=2))
+LISTS = st.one_of(
+    st.lists(st.one_of(INTS, FLOATS, TEXT), max_size=4),
+    st.integers(500, 2000).map(lambda n: [1] * n),  # a huge list
+    st.lists(st.lists(st.integers(1, 3), max_size=2), max_size=2),
+)
 VALUES = st.one_of(SCALARS, LISTS, st.dictionaries(st.sampled_from(["a", "lr", "x"]), SCALARS, max_size=2))
 
 
@@ -162,9 +192,13 @@ def guarded():
     torch.set_num_threads(threads)
 
 
-@settings(max_examples=int(os.environ.get("MLPTRAIN_FUZZ_EXAMPLES", 40)), deadline=None,
-          derandomize="MLPTRAIN_FUZZ_EXAMPLES" not in os.environ,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], database=None)
+@settings(
+    max_examples=int(os.environ.get("MLPTRAIN_FUZZ_EXAMPLES", 40)),
+    deadline=None,
+    derandomize="MLPTRAIN_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
 @given(argv=overrides())
 def test_any_override_trains_or_fails_with_one_clean_line(argv, tmp_path_factory, guarded):
     out = tmp_path_factory.mktemp("fuzz") / "run"

@@ -22,8 +22,17 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
     d = tmp_path / "sweep"
     # Three jobs, two at a time; the third fails when it runs (friedman1 is a regression set, so it
     # has no accuracy to monitor: only its data can tell, so the check before the sweep passes it).
-    r = mlptrain("-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={d}", *TINY,
-                 "loss=mse", "trainer.monitor=acc", "dataset=moons,circles,friedman1", cwd=tmp_path)
+    r = mlptrain(
+        "-m",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={d}",
+        *TINY,
+        "loss=mse",
+        "trainer.monitor=acc",
+        "dataset=moons,circles,friedman1",
+        cwd=tmp_path,
+    )
     # The failure happened in a worker process; the main process still reports it and exits 1.
     assert r.returncode == 1
     assert "mlptrain: error: 1 job(s) failed: 2: trainer.monitor: 'acc' is not a metric" in r.stderr, r.stderr
@@ -41,8 +50,16 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
 def test_submitit_local_sweep_completes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     d = tmp_path / "sweep"
-    r = mlptrain("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                 "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={d}", "seed=0,1", *TINY, cwd=tmp_path)
+    r = mlptrain(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.cpus_per_task=1",
+        f"hydra.sweep.dir={d}",
+        "seed=0,1",
+        *TINY,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     jobs = job_metrics(d)
     assert [m["status"] for m in jobs] == ["completed", "completed"]
@@ -53,15 +70,19 @@ def test_submitit_local_sweep_completes(tmp_path):
 def test_optuna_search_optimises_the_returned_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     d = tmp_path / "sweep"
-    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY,
-                 cwd=tmp_path)
+    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     jobs = job_metrics(d)
     assert len(jobs) == 3 and all(m["status"] == "completed" and m["monitor"] == "val/loss" for m in jobs)
     result = yaml.safe_load((d / "optimization_results.yaml").read_text())
     assert result["best_value"] == pytest.approx(min(m["objective"] for m in jobs))
-    assert set(result["best_params"]) == {"optim.lr", "optim.weight_decay", "model.activation", "model.dropout",
-                                          "trainer.batch_size"}
+    assert set(result["best_params"]) == {
+        "optim.lr",
+        "optim.weight_decay",
+        "model.activation",
+        "model.dropout",
+        "trainer.batch_size",
+    }
     md = (d / "summary.md").read_text()
     assert "3 job(s): 3 completed" in md and "Objective: val/loss (min)" in md
 
@@ -70,8 +91,10 @@ def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.direction=maximize", *TINY, cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert r.stderr.startswith("mlptrain: error: hydra.sweeper.direction: maximize does not match the objective "
-                               "trainer.monitor=loss (mode min); valid: minimize")
+    assert r.stderr.startswith(
+        "mlptrain: error: hydra.sweeper.direction: maximize does not match the objective "
+        "trainer.monitor=loss (mode min); valid: minimize"
+    )
     assert not (tmp_path / "outputs").exists()  # refused before any trial
 
 
@@ -79,14 +102,23 @@ def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
 def test_optuna_study_of_failed_trials_ends_in_one_line_listing_each_failure_once(tmp_path, rate):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     d = tmp_path / "sweep"
-    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.max_failure_rate={rate}",
-                 f"hydra.sweep.dir={d}", "dataset=csv", f"dataset.path={tmp_path}/missing.csv", "dataset.target=y",
-                 cwd=tmp_path)
+    r = mlptrain(
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.max_failure_rate={rate}",
+        f"hydra.sweep.dir={d}",
+        "dataset=csv",
+        f"dataset.path={tmp_path}/missing.csv",
+        "dataset.target=y",
+        cwd=tmp_path,
+    )
     n = 2 if rate == "1.0" else 1
     why = f"dataset.path: file not found: {tmp_path}/missing.csv"
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.splitlines()[-1] == f"mlptrain: error: {n} job(s) failed: " + "; ".join(
-        f"{i}: {why}" for i in range(n))
+        f"{i}: {why}" for i in range(n)
+    )
     assert [m["error"] for m in job_metrics(d)] == [why] * n  # not overwritten as "TrialFailed: ..."
     md = (d / "summary.md").read_text()
     assert f"{n} job(s): {n} failed" in md and "TrialFailed" not in md and "| objective (best) |" in md

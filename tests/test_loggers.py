@@ -97,8 +97,17 @@ from mlptrain.cli import main
 main()
 """
 # Six steps an epoch, dropout and a per-step schedule: the resumed rows must be the same numbers.
-RUN = ["dataset.n_samples=120", "model.hidden=[8]", "model.dropout=0.1", "trainer.batch_size=16", "scheduler=cosine",
-       "trainer.epochs=3", "trainer.progress=none", "trainer.num_threads=1", BOTH]
+RUN = [
+    "dataset.n_samples=120",
+    "model.hidden=[8]",
+    "model.dropout=0.1",
+    "trainer.batch_size=16",
+    "scheduler=cosine",
+    "trainer.epochs=3",
+    "trainer.progress=none",
+    "trainer.num_threads=1",
+    BOTH,
+]
 
 
 @pytest.mark.parametrize("when, kept, logged", [("checkpoint", 1, ["1", "2"]), ("end", 3, ["1", "2", "3", "3"])])
@@ -111,8 +120,9 @@ def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(train, make_cfg,
     work.mkdir()
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-c", DIES, when, *RUN], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", DIES, when, *RUN], cwd=work, env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     (run_dir,) = list((work / "outputs").glob("*/*"))
     assert checkpoint.load(run_dir / "last.pt")["epoch"] == kept
@@ -139,8 +149,10 @@ def test_a_resumed_file_keeps_its_header_drops_a_cut_line_and_widens_for_a_new_c
     again.epoch({"epoch": 3, "step": 30, "lr": 0.1, "train/loss": 0.25, "train/grad_norm": 2.0})  # a new column
     again.hparams_end({"hparam/best_val_acc": 0.9, "hparam/test_acc": 0.75}, 3)
     again.close()
-    assert path.read_text() == ("epoch,step,lr,train/loss,train/grad_norm,test/acc\n1,10,0.1,1.0,,\n2,20,0.1,0.5,,\n"
-                                "3,30,0.1,0.25,2.0,\n3,30,,,,0.75\n")
+    assert path.read_text() == (
+        "epoch,step,lr,train/loss,train/grad_norm,test/acc\n1,10,0.1,1.0,,\n2,20,0.1,0.5,,\n"
+        "3,30,0.1,0.25,2.0,\n3,30,,,,0.75\n"
+    )
     assert not list(tmp_path.glob(".*.tmp"))
 
     fresh = build_loggers(["csv"], tmp_path)  # a new run in the same dir (no resume) starts the file again

@@ -113,10 +113,13 @@ def test_reported_nll_is_the_loss_for_probabilistic_heads_per_example_over_outpu
     assert m["nll"] == pytest.approx(ref.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss, sample", [
-    ("gaussian_nll", lambda g, n: torch.randn(n, generator=g) * 2.0),  # variance 4
-    ("laplace_nll", lambda g, n: torch.distributions.Laplace(0.0, 2.0).sample((n,))),  # scale 2
-])
+@pytest.mark.parametrize(
+    "loss, sample",
+    [
+        ("gaussian_nll", lambda g, n: torch.randn(n, generator=g) * 2.0),  # variance 4
+        ("laplace_nll", lambda g, n: torch.distributions.Laplace(0.0, 2.0).sample((n,))),  # scale 2
+    ],
+)
 def test_central_95_interval_covers_95_percent_of_draws_from_the_predicted_distribution(loss, sample):
     torch.manual_seed(5)
     n = 40_000
@@ -168,10 +171,13 @@ def test_expected_calibration_error_of_a_diverged_model_is_nan_not_a_crash():
     assert math.isnan(expected_calibration_error(p, torch.tensor([0, 1, 1])).item())
 
 
-@pytest.mark.parametrize("loss, logits, exact", [
-    ("cross_entropy", [[0.0, 40.0, 0.0]], 40 + math.log(1 + 2 * math.exp(-40))),  # p(0) underflows to ~1e-18
-    ("bce", [[60.0]], 60.0),  # 1 - sigmoid(60) is 0 in float32
-])
+@pytest.mark.parametrize(
+    "loss, logits, exact",
+    [
+        ("cross_entropy", [[0.0, 40.0, 0.0]], 40 + math.log(1 + 2 * math.exp(-40))),  # p(0) underflows to ~1e-18
+        ("bce", [[60.0]], 60.0),  # 1 - sigmoid(60) is 0 in float32
+    ],
+)
 def test_nll_of_a_confident_mistake_is_not_capped(loss, logits, exact):
     """The nll metric comes from the logits: log(probabilities) would cap it at -log(1e-12) = 27.6."""
     task = task_for(loss, 3 if loss == "cross_entropy" else 2)
@@ -180,8 +186,12 @@ def test_nll_of_a_confident_mistake_is_not_capped(loss, logits, exact):
 
 
 def test_raw_mse_probabilities_are_a_distribution_and_accuracy_follows_the_raw_argmax():
-    task = build_task(LossConfig(name="mse", output="raw"), {"name": "t", "task": "classification", "n_outputs": 3},
-                      torch.zeros(()), torch.ones(()))
+    task = build_task(
+        LossConfig(name="mse", output="raw"),
+        {"name": "t", "task": "classification", "n_outputs": 3},
+        torch.zeros(()),
+        torch.ones(()),
+    )
     out = torch.tensor([[-1.0, -0.5, -2.0], [0.2, 0.9, -0.1]])
     p = task.probabilities(out)
     torch.testing.assert_close(p.sum(1), torch.ones(2))
@@ -244,16 +254,23 @@ def test_every_misfit_pair_fails_in_one_line_naming_the_losses_that_fit(dataset,
 def test_misfit_on_the_command_line_exits_2_with_one_line_and_no_run(tmp_path):
     r = mlptrain(*TINY, "dataset=spirals", "loss=gaussian_nll", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == ("mlptrain: error: loss=gaussian_nll does not fit dataset=spirals "
-                                "(classification, 3 classes); losses that fit: cross_entropy, nll, mse")
+    assert r.stderr.strip() == (
+        "mlptrain: error: loss=gaussian_nll does not fit dataset=spirals "
+        "(classification, 3 classes); losses that fit: cross_entropy, nll, mse"
+    )
     assert not (tmp_path / "outputs").exists()  # rejected before Hydra made a run dir
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["loss=nll", "+loss.label_smoothing=0.1"], "loss.label_smoothing: only applies to loss=cross_entropy"),
-    (["trainer.monitor=coverage95", "dataset=sine", "loss=gaussian_nll"],
-     "trainer.monitor: 'coverage95' is not a metric this task can select on; valid choices: auto, loss, rmse"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["loss=nll", "+loss.label_smoothing=0.1"], "loss.label_smoothing: only applies to loss=cross_entropy"),
+        (
+            ["trainer.monitor=coverage95", "dataset=sine", "loss=gaussian_nll"],
+            "trainer.monitor: 'coverage95' is not a metric this task can select on; valid choices: auto, loss, rmse",
+        ),
+    ],
+)
 def test_loss_option_errors(overrides, needle, make_cfg):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         cfg = parse(make_cfg(*overrides))
@@ -261,9 +278,14 @@ def test_loss_option_errors(overrides, needle, make_cfg):
         monitor_of(build_task(cfg.loss, data.meta(), data.y_mean, data.y_std), cfg.trainer.monitor, "auto")
 
 
-@pytest.mark.parametrize("loss, monitor, mode", [
-    ("cross_entropy", "acc", "max"), ("mse", "rmse", "min"), ("gaussian_nll", "nll", "min"),
-])
+@pytest.mark.parametrize(
+    "loss, monitor, mode",
+    [
+        ("cross_entropy", "acc", "max"),
+        ("mse", "rmse", "min"),
+        ("gaussian_nll", "nll", "min"),
+    ],
+)
 def test_default_monitor_is_comparable_across_the_losses_of_a_task(loss, monitor, mode):
     classifier = loss == "cross_entropy"
     task = task_for(loss, 3 if classifier else 1, "classification" if classifier else "regression")
@@ -281,8 +303,16 @@ def one_thread():
 
 def test_learned_variance_beats_fixed_variance_on_heteroscedastic_data(train, one_thread):
     # ~450 steps: enough for the variance head to settle (seeds 0-2 all give a margin of ~0.14 nats)
-    common = ["dataset=heteroscedastic", "dataset.n_samples=1000", "model.hidden=[32,32]", "trainer.epochs=20",
-              "trainer.batch_size=32", "trainer.checkpoint=false", "trainer.progress=none", one_thread]
+    common = [
+        "dataset=heteroscedastic",
+        "dataset.n_samples=1000",
+        "model.hidden=[32,32]",
+        "trainer.epochs=20",
+        "trainer.batch_size=32",
+        "trainer.checkpoint=false",
+        "trainer.progress=none",
+        one_thread,
+    ]
     gauss = train(*common, "loss=gaussian_nll", tiny=False)
     mse = train(*common, "loss=mse", tiny=False)
     assert 0.85 <= gauss["test"]["coverage95"] <= 0.99
@@ -318,8 +348,14 @@ def test_loss_showdown_preset_sweeps_cross_entropy_against_mse_on_mnist(train, t
     sweep, cfg = _sweep_of("loss_showdown")
     assert sweep["loss"] == "cross_entropy,mse" and len(sweep["seed"].split(",")) >= 2
     assert cfg.dataset.name == "mnist"
-    tiny = ["trainer.epochs=1", "model.hidden=[16]", "trainer.progress=none", f"dataset.data_dir={tmp_path / 'data'}",
-            "dataset.download=false", one_thread]
+    tiny = [
+        "trainer.epochs=1",
+        "model.hidden=[16]",
+        "trainer.progress=none",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "dataset.download=false",
+        one_thread,
+    ]
     for loss in sweep["loss"].split(","):  # each job of the sweep, on tiny IDX files
         m = train("experiment=loss_showdown", f"loss={loss}", *tiny, tiny=False)
         assert m["status"] == "completed" and m["monitor"] == "val/acc"  # one scale for both losses
@@ -327,11 +363,18 @@ def test_loss_showdown_preset_sweeps_cross_entropy_against_mse_on_mnist(train, t
 
 
 def test_misfit_on_an_image_set_fails_before_any_file_is_read(tmp_path):
-    r = mlptrain("dataset=mnist", "loss=gaussian_nll", f"dataset.data_dir={tmp_path / 'nothing'}",
-                 "dataset.download=false", cwd=tmp_path)
+    r = mlptrain(
+        "dataset=mnist",
+        "loss=gaussian_nll",
+        f"dataset.data_dir={tmp_path / 'nothing'}",
+        "dataset.download=false",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == ("mlptrain: error: loss=gaussian_nll does not fit dataset=mnist (classification); "
-                                "losses that fit: cross_entropy, nll, mse, bce (two classes only)")
+    assert r.stderr.strip() == (
+        "mlptrain: error: loss=gaussian_nll does not fit dataset=mnist (classification); "
+        "losses that fit: cross_entropy, nll, mse, bce (two classes only)"
+    )
 
 
 # ----------------------------------------------------------------------------- poisson_nll: counts, log link
@@ -345,8 +388,9 @@ def test_poisson_loss_is_torchs_and_its_nll_metric_is_the_exact_log_pmf_with_log
     torch.testing.assert_close(ours[0], ref[0])
     torch.testing.assert_close(ours[1], ref[1])
     m = task.metrics(z, y)
-    by_hand = sum(math.exp(zi) - yi * zi + math.log(math.factorial(int(yi)))
-                  for zi, yi in zip(z[:, 0].tolist(), y.tolist()))
+    by_hand = sum(
+        math.exp(zi) - yi * zi + math.log(math.factorial(int(yi))) for zi, yi in zip(z[:, 0].tolist(), y.tolist())
+    )
     assert m["nll"] == pytest.approx(by_hand / 200, rel=1e-5)
     exact = -torch.distributions.Poisson(z[:, 0].exp()).log_prob(y).mean()
     assert m["nll"] == pytest.approx(exact.item(), rel=1e-5)
@@ -390,7 +434,7 @@ def test_the_log_link_head_starts_at_the_mean_count_and_keeps_every_rate_positiv
 def test_poisson_coverage95_is_the_central_interval_of_the_predicted_pmf(rate):
     """coverage95 counts y in [q(0.025), q(0.975)] of Poisson(rate); the quantiles here come from a direct sum."""
     pmf = [math.exp(-rate) * rate**k / math.factorial(k) for k in range(80)]
-    cdf = [sum(pmf[:k + 1]) for k in range(80)]
+    cdf = [sum(pmf[: k + 1]) for k in range(80)]
     lo = next(k for k in range(80) if cdf[k] >= 0.025)
     hi = next(k for k in range(80) if cdf[k] >= 0.975)
     task = task_for("poisson_nll", 1, "regression")
@@ -412,19 +456,31 @@ def test_targets_that_are_not_counts_fail_poisson_in_one_line_naming_the_losses_
     y = torch.tensor([0.0, 1.0, 4.0, bad])
     with pytest.raises(ConfigError) as e:
         build_task(LossConfig(name="poisson_nll"), meta, torch.ones(1), torch.ones(1), targets=(y[:2], y))
-    assert str(e.value) == (f"dataset=t: loss=poisson_nll needs counts (integers >= 0) as targets, but they include "
-                            f"{found}; losses for real-valued targets: mse, l1, huber, gaussian_nll, laplace_nll")
+    assert str(e.value) == (
+        f"dataset=t: loss=poisson_nll needs counts (integers >= 0) as targets, but they include "
+        f"{found}; losses for real-valued targets: mse, l1, huber, gaussian_nll, laplace_nll"
+    )
     build_task(LossConfig(name="mse"), meta, torch.ones(1), torch.ones(1), targets=(y,))  # other losses take them
 
 
 def test_a_negative_count_in_a_table_stops_the_command_before_training_naming_the_column(tmp_path):
     rows = ["x,visits"] + [f"{i / 10},{i % 4}" for i in range(60)] + ["6.5,-2"]  # one bad row, in whichever split
     (tmp_path / "visits.csv").write_text("\n".join(rows) + "\n")
-    r = mlptrain(*TINY[:1], "trainer.progress=none", "dataset=csv", f"dataset.path={tmp_path / 'visits.csv'}",
-                 "dataset.target=visits", "dataset.task=regression", "loss=poisson_nll", cwd=tmp_path)
+    r = mlptrain(
+        *TINY[:1],
+        "trainer.progress=none",
+        "dataset=csv",
+        f"dataset.path={tmp_path / 'visits.csv'}",
+        "dataset.target=visits",
+        "dataset.task=regression",
+        "loss=poisson_nll",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip().startswith("mlptrain: error: dataset.target 'visits': loss=poisson_nll needs counts "
-                                       "(integers >= 0) as targets, but they include -2 (negative); ")
+    assert r.stderr.strip().startswith(
+        "mlptrain: error: dataset.target 'visits': loss=poisson_nll needs counts "
+        "(integers >= 0) as targets, but they include -2 (negative); "
+    )
     assert len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("outputs/*/*/*.pt"))  # no training step ran
 
@@ -437,8 +493,15 @@ def test_poisson_on_real_valued_synthetic_targets_fails_before_training(train):
 def test_poisson_beats_mse_on_counts_and_predicts_rate_and_its_root(train, tmp_path, one_thread):
     # ~220 steps on dataset=counts; seeds 0-2 give a margin of 0.23-0.25 nats (both NLLs are exact
     # per-example -log p: mse's is its Gaussian with the MLE constant variance)
-    common = ["dataset=counts", "dataset.n_samples=1000", "model.hidden=[32,32]", "trainer.epochs=10",
-              "trainer.batch_size=32", "trainer.progress=none", one_thread]
+    common = [
+        "dataset=counts",
+        "dataset.n_samples=1000",
+        "model.hidden=[32,32]",
+        "trainer.epochs=10",
+        "trainer.batch_size=32",
+        "trainer.progress=none",
+        one_thread,
+    ]
     poisson = train(*common, "loss=poisson_nll", out=tmp_path / "poisson", tiny=False)
     mse = train(*common, "loss=mse", "trainer.checkpoint=false", tiny=False)
     assert poisson["monitor"] == "val/nll" and mse["monitor"] == "val/rmse"
@@ -463,8 +526,11 @@ def test_every_loss_is_one_yaml_one_registry_line_one_likelihood_class():
     from mlptrain import registry
     from mlptrain.losses import Likelihood
 
-    yamls = {p.name.removesuffix(".yaml") for p in (resources.files("mlptrain.configs") / "loss").iterdir()
-             if p.name.endswith(".yaml")}
+    yamls = {
+        p.name.removesuffix(".yaml")
+        for p in (resources.files("mlptrain.configs") / "loss").iterdir()
+        if p.name.endswith(".yaml")
+    }
     assert yamls == set(registry.LOSSES) == set(LOSSES)
     for name, spec in registry.LOSSES.items():
         for task in {"classification" if t == "binary" else t for t in spec.tasks}:
@@ -483,8 +549,9 @@ def test_the_registry_and_the_config_import_no_torch():
 
 
 def test_a_loss_key_the_loss_does_not_read_is_refused_naming_the_losses_that_do():
-    with pytest.raises(ConfigError,
-                       match=r"^loss\.variance: only applies to loss=gaussian_nll or laplace_nll, not loss=mse$"):
+    with pytest.raises(
+        ConfigError, match=r"^loss\.variance: only applies to loss=gaussian_nll or laplace_nll, not loss=mse$"
+    ):
         LossConfig(name="mse", variance="exp")
     with pytest.raises(ConfigError, match=r"^loss\.huber_delta: only applies to loss=huber, not loss=poisson_nll$"):
         LossConfig(name="poisson_nll", huber_delta=2.0)

@@ -85,8 +85,10 @@ PER_STEP = {  # option, overrides -> torch reference over 20 steps (4 epochs x 5
     "cosine": ([], lambda o: S.CosineAnnealingLR(o, T_max=20)),
     "cosine_floor": (["scheduler.min_lr=0.01"], lambda o: S.CosineAnnealingLR(o, T_max=20, eta_min=0.01)),
     "onecycle": ([], lambda o: S.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False)),
-    "onecycle_peak": (["scheduler.max_lr=0.5", "scheduler.pct_start=0.25"],
-                      lambda o: S.OneCycleLR(o, max_lr=0.5, total_steps=20, pct_start=0.25, cycle_momentum=False)),
+    "onecycle_peak": (
+        ["scheduler.max_lr=0.5", "scheduler.pct_start=0.25"],
+        lambda o: S.OneCycleLR(o, max_lr=0.5, total_steps=20, pct_start=0.25, cycle_momentum=False),
+    ),
 }
 
 
@@ -145,8 +147,15 @@ def test_per_epoch_schedule_steps_once_per_epoch_like_torch(train, tmp_path, nam
 
 def test_plateau_follows_the_monitored_metric_like_torch(train, tmp_path):
     # mode=max on the val loss: a falling loss is "no improvement", so the lr must drop
-    m = train("scheduler=plateau", *SMALL, "trainer.epochs=6", "scheduler.patience=1", "scheduler.factor=0.5",
-              "trainer.monitor=loss", "trainer.mode=max")
+    m = train(
+        "scheduler=plateau",
+        *SMALL,
+        "trainer.epochs=6",
+        "scheduler.patience=1",
+        "scheduler.factor=0.5",
+        "trainer.monitor=loss",
+        "trainer.mode=max",
+    )
     val = [r["val/loss"] for r in m["history"]]
     ref = _reference(lambda o: S.ReduceLROnPlateau(o, mode="max", factor=0.5, patience=1), 6, metrics=val)
     got = [r["lr"] for r in m["history"]]
@@ -173,8 +182,12 @@ def test_onecycle_survives_a_one_step_warmup(make_cfg):
 
 
 # ----------------------------------------------------------------------------- early stopping
-PLATEAU = ["optim.lr=1e-30", "trainer.epochs=20", "trainer.early_stopping.enabled=true",
-           "trainer.early_stopping.patience=3"]  # an lr so small that float32 weights cannot move
+PLATEAU = [
+    "optim.lr=1e-30",
+    "trainer.epochs=20",
+    "trainer.early_stopping.enabled=true",
+    "trainer.early_stopping.patience=3",
+]  # an lr so small that float32 weights cannot move
 
 
 @pytest.mark.parametrize("monitor", [[], ["trainer.monitor=loss"]])
@@ -185,9 +198,15 @@ def test_early_stopping_stops_patience_epochs_after_the_last_improvement(train, 
 
 
 def test_min_delta_only_delays_stopping_the_best_weights_still_follow_any_improvement(train):
-    m = train("optim=adam", "optim.lr=0.01", "trainer.epochs=20", "trainer.monitor=loss",
-              "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=2",
-              "trainer.early_stopping.min_delta=100")
+    m = train(
+        "optim=adam",
+        "optim.lr=0.01",
+        "trainer.epochs=20",
+        "trainer.monitor=loss",
+        "trainer.early_stopping.enabled=true",
+        "trainer.early_stopping.patience=2",
+        "trainer.early_stopping.min_delta=100",
+    )
     losses = [r["val/loss"] for r in m["history"]]
     assert m["status"] == "early_stopped" and m["epochs"] == 3
     assert losses[2] < losses[0]  # it did improve, just not by min_delta ...
@@ -203,8 +222,16 @@ def test_without_early_stopping_the_plateau_runs_all_epochs(train):
 def _one_sgd_step(make_cfg, tmp_path, clip):
     from mlptrain.train import Trainer
 
-    cfg = make_cfg("dataset.n_samples=120", "model.hidden=[16]", "trainer.progress=none", "optim=sgd",
-                   "optim.lr=1.0", "trainer.max_steps=1", f"trainer.grad_clip={clip}", "trainer.checkpoint=false")
+    cfg = make_cfg(
+        "dataset.n_samples=120",
+        "model.hidden=[16]",
+        "trainer.progress=none",
+        "optim=sgd",
+        "optim.lr=1.0",
+        "trainer.max_steps=1",
+        f"trainer.grad_clip={clip}",
+        "trainer.checkpoint=false",
+    )
     trainer = Trainer(parse(cfg), tmp_path / f"clip{clip}")
     before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
     m = trainer.fit()
@@ -239,8 +266,9 @@ def test_decay_exclusion_puts_exactly_biases_and_norm_parameters_in_the_no_decay
     model, groups = trainer.model, trainer.optimizer.param_groups
     weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     rest = {id(p) for p in model.parameters()} - weights
-    norm_params = {id(p) for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))
-                   for p in m.parameters()}
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)) for p in m.parameters()
+    }
     assert len(norm_params) == 4 and norm_params < rest  # two norm layers' scales and shifts, plus biases
     assert [g["weight_decay"] for g in groups] == [0.01, 0.0]
     assert {id(p) for p in groups[0]["params"]} == weights
@@ -267,16 +295,18 @@ def test_decay_exclusion_off_is_one_group(make_cfg):
 
 
 # ----------------------------------------------------------------------------- bad settings
-@pytest.mark.parametrize("override, needle", [
-    ("optim.alpha=1.5", "optim.alpha: must be in [0, 1]"),
-    ("+optim.betas=[0.9]", "optim.betas: must be two numbers in [0, 1)"),
-    ("+optim.nosuch=1", "optim.nosuch: not an argument of RMSprop; valid keys: lr, alpha"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("optim.alpha=1.5", "optim.alpha: must be in [0, 1]"),
+        ("+optim.betas=[0.9]", "optim.betas: must be two numbers in [0, 1)"),
+        ("+optim.nosuch=1", "optim.nosuch: not an argument of RMSprop; valid keys: lr, alpha"),
+    ],
+)
 def test_bad_optimizer_settings_are_one_clear_line(make_cfg, override, needle):
     with pytest.raises(ConfigError) as e:
         _model(make_cfg, "optim=rmsprop", override)
     assert needle in str(e.value) and "\n" not in str(e.value)
-
 
 
 # ----------------------------------------------------------------------------- presets
@@ -292,14 +322,27 @@ def test_optimizer_showdown_is_one_command_one_job_per_optimizer(tmp_path):
     assert cfg.dataset.name == "mnist"
 
     write_mnist(tmp_path / "data", n_train=100, n_test=20)
-    r = mlptrain("-m", "experiment=optimizer_showdown", "seed=0", "trainer.max_steps=1", "trainer.progress=none",
-                 "dataset.download=false", "trainer.checkpoint=false", cwd=tmp_path,
-                 env={"MLPTRAIN_DATA": str(tmp_path / "data")})
+    r = mlptrain(
+        "-m",
+        "experiment=optimizer_showdown",
+        "seed=0",
+        "trainer.max_steps=1",
+        "trainer.progress=none",
+        "dataset.download=false",
+        "trainer.checkpoint=false",
+        cwd=tmp_path,
+        env={"MLPTRAIN_DATA": str(tmp_path / "data")},
+    )
     assert r.returncode == 0, r.stderr
     jobs = sorted((tmp_path / "outputs" / "multirun").glob("*/*/*/metrics.json"))
     assert [json.loads(p.read_text())["status"] for p in jobs] == ["completed"] * 5
     assert [p.parent.name.split("optim=")[1].split(",")[0] for p in jobs] == [
-        "sgd", "momentum", "adagrad", "rmsprop", "adam"]
+        "sgd",
+        "momentum",
+        "adagrad",
+        "rmsprop",
+        "adam",
+    ]
 
 
 def test_mnist_fast_is_one_command(tmp_path, train):
@@ -307,8 +350,14 @@ def test_mnist_fast_is_one_command(tmp_path, train):
 
     write_mnist(tmp_path / "data", n_train=100, n_test=20)
     out = tmp_path / "run"
-    m = train("experiment=mnist_fast", "trainer.progress=none", f"dataset.data_dir={tmp_path / 'data'}",
-              "dataset.download=false", tiny=False, out=out)
+    m = train(
+        "experiment=mnist_fast",
+        "trainer.progress=none",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "dataset.download=false",
+        tiny=False,
+        out=out,
+    )
     assert m["status"] == "completed" and m["epochs"] == 3
     raw = checkpoint_config(out)
     assert raw["scheduler"]["name"] == "onecycle" and raw["model"]["norm"] == "batch"

@@ -23,9 +23,17 @@ from mlptrain.config import ConfigError
 # ~70 steps an epoch, dropout (so the torch RNG matters), a per-step schedule (its lr/step series is
 # logged per optimizer step, the other scalars per epoch), a mid-epoch checkpoint every 9 steps, and
 # both loggers (metrics.csv is cut back on resume like the events).
-RUN = ["dataset.n_samples=1000", "model.hidden=[16]", "model.dropout=0.1", "trainer.batch_size=10",
-       "scheduler=cosine", "trainer.checkpoint_every_n_steps=9", "trainer.progress=epoch", "trainer.num_threads=1",
-       "trainer.loggers=[tensorboard,csv]"]
+RUN = [
+    "dataset.n_samples=1000",
+    "model.hidden=[16]",
+    "model.dropout=0.1",
+    "trainer.batch_size=10",
+    "scheduler=cosine",
+    "trainer.checkpoint_every_n_steps=9",
+    "trainer.progress=epoch",
+    "trainer.num_threads=1",
+    "trainer.loggers=[tensorboard,csv]",
+]
 TIMING = {"time_s", "samples_per_s", "train_time_s"}
 
 
@@ -68,8 +76,11 @@ def scalars(run_dir: Path) -> dict:
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
     # Sorted by step: a resumed run's events span two files, whose read order is not the step order.
-    return {tag: sorted((e.step, e.value) for e in acc.Scalars(tag))
-            for tag in acc.Tags()["scalars"] if tag not in ("throughput/samples_per_s", "hparam/train_time_s")}
+    return {
+        tag: sorted((e.step, e.value) for e in acc.Scalars(tag))
+        for tag in acc.Tags()["scalars"]
+        if tag not in ("throughput/samples_per_s", "hparam/train_time_s")
+    }
 
 
 # The child trains as `python -m mlptrain` would, and at step KILL_AT arms a timer thread that sends it a
@@ -105,8 +116,14 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(train, make_cfg, tmp_
     work.mkdir()
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-c", KILLED_CHILD, str(kill_at), str(delay), *RUN, "trainer.epochs=5"],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, str(kill_at), str(delay), *RUN, "trainer.epochs=5"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     where = f"kill armed at step {kill_at}, {delay * 1e3:.2f} ms later"
     assert proc.returncode == -signal.SIGKILL, f"{where}: {proc.stderr[-2000:]}"
     (run_dir,) = list((work / "outputs").glob("*/*"))
@@ -158,11 +175,15 @@ def test_resume_refuses_a_different_architecture_or_data_and_says_what(train, ma
     run_dir = tmp_path / "run"
     train("model.hidden=[8]", out=run_dir)
     with pytest.raises(ConfigError, match=r"different model \(model.hidden: \[8\] -> \[12\]\)"):
-        cli.run(make_cfg("trainer.epochs=1", "dataset.n_samples=120", "model.hidden=[12]",
-                         f"trainer.resume={run_dir}"), tmp_path / "other")
+        cli.run(
+            make_cfg("trainer.epochs=1", "dataset.n_samples=120", "model.hidden=[12]", f"trainer.resume={run_dir}"),
+            tmp_path / "other",
+        )
     with pytest.raises(ConfigError, match=r"different dataset \(dataset.n_samples: 120 -> 150\)"):
-        cli.run(make_cfg("trainer.epochs=1", "dataset.n_samples=150", "model.hidden=[8]",
-                         f"trainer.resume={run_dir}"), tmp_path / "other")
+        cli.run(
+            make_cfg("trainer.epochs=1", "dataset.n_samples=150", "model.hidden=[8]", f"trainer.resume={run_dir}"),
+            tmp_path / "other",
+        )
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         cli.run(make_cfg("trainer.resume=" + str(tmp_path / "nope")), tmp_path / "other")
 
@@ -178,8 +199,17 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
     cli.run(make_cfg(*given), run_dir, overrides=given)
     (run_dir / "mlptrain.log").write_text("first run\n")
     argv = resume_argv([f"trainer.resume={run_dir}", "trainer.epochs=3", "--cfg", "job"])
-    assert argv == ["dataset=moons", "dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none",
-                    f"trainer.resume={run_dir}", "trainer.epochs=3", f"hydra.run.dir={run_dir}", "--cfg", "job"]
+    assert argv == [
+        "dataset=moons",
+        "dataset.n_samples=120",
+        "model.hidden=[8]",
+        "trainer.progress=none",
+        f"trainer.resume={run_dir}",
+        "trainer.epochs=3",
+        f"hydra.run.dir={run_dir}",
+        "--cfg",
+        "job",
+    ]
 
     r = mlptrain(f"trainer.resume={run_dir}", "trainer.epochs=2", cwd=tmp_path)  # train one epoch longer
     assert r.returncode == 0, r.stderr
@@ -203,8 +233,9 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
         resume_argv(["-m", f"trainer.resume={run_dir}"])
 
 
-@pytest.mark.parametrize("path", ["outputs/multirun/2024-01-01/10-00-00/0_optim=sgd,seed=1",
-                                  "/tmp/with space/it's", "plain/run-1"])
+@pytest.mark.parametrize(
+    "path", ["outputs/multirun/2024-01-01/10-00-00/0_optim=sgd,seed=1", "/tmp/with space/it's", "plain/run-1"]
+)
 def test_resume_command_round_trips_awkward_paths(path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -230,8 +261,16 @@ def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_
     shutil.copy(tmp_path / "first" / "last.pt", copied)
     assert run_dir_of(copied) is None and run_dir_of(tmp_path / "first" / "last.pt") == tmp_path / "first"
     new = tmp_path / "new"
-    metrics = cli.run(make_cfg("dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none",
-                               "trainer.epochs=2", f"trainer.resume={copied}"), new)
+    metrics = cli.run(
+        make_cfg(
+            "dataset.n_samples=120",
+            "model.hidden=[8]",
+            "trainer.progress=none",
+            "trainer.epochs=2",
+            f"trainer.resume={copied}",
+        ),
+        new,
+    )
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     acc = EventAccumulator(str(new))
     acc.Reload()

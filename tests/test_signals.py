@@ -18,15 +18,26 @@ from mlptrain.signals import Abort, GracefulStop
 
 # 53 steps an epoch: the signal is sent as epoch 1's line is read, so it lands in epoch 2 or soon after.
 # Ten epochs leave 477 steps of margin, so a fast machine cannot finish before the signal arrives.
-LONG = ["dataset.n_samples=600", "model.hidden=[16]", "trainer.batch_size=8", "trainer.epochs=10",
-        "trainer.progress=epoch"]
+LONG = [
+    "dataset.n_samples=600",
+    "model.hidden=[16]",
+    "trainer.batch_size=8",
+    "trainer.epochs=10",
+    "trainer.progress=epoch",
+]
 
 
 def start(tmp_path, *overrides):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mlptrain", *LONG, *overrides], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlptrain", *LONG, *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:  # stop it during the second epoch
         if "epoch   1/10" in line:
             return proc
@@ -89,8 +100,17 @@ def test_second_ctrl_c_leaves_at_once_with_the_files_whole(make_cfg, tmp_path, m
     monkeypatch.setattr(Progress, "step", step_then_two_signals)
     run_dir = tmp_path / "run"
     with pytest.raises(Abort) as e:
-        cli.run(make_cfg("dataset.n_samples=400", "model.hidden=[8]", "trainer.batch_size=8", "trainer.epochs=2",
-                         "trainer.progress=none", "trainer.checkpoint_every_n_steps=10"), run_dir)
+        cli.run(
+            make_cfg(
+                "dataset.n_samples=400",
+                "model.hidden=[8]",
+                "trainer.batch_size=8",
+                "trainer.epochs=2",
+                "trainer.progress=none",
+                "trainer.checkpoint_every_n_steps=10",
+            ),
+            run_dir,
+        )
     assert e.value.exit_code == 130 and len(calls) == 15
     assert str(e.value).startswith("stopped at once by a second SIGINT; resume from the last checkpoint with: mlptrain")
     assert checkpoint.load(run_dir / "last.pt")["step"] == 10  # the periodic one, untouched

@@ -25,8 +25,9 @@ print("MODULES " + json.dumps({m: m in sys.modules for m in ("torch", "torch._dy
 
 
 def imported(tmp_path, *args: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=240)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)], cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.rsplit("MODULES ", 1)[1])
 
@@ -56,10 +57,18 @@ def _train(cls, steps=4, **kw):
     return model, opt
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("Adam", {"fused": True}), ("Adam", {"foreach": True}), ("AdamW", {"fused": True}),
-    ("SGD", {"momentum": 0.9, "fused": True}), ("RMSprop", {"foreach": True}), ("Adagrad", {}), ("NAdam", {}),
-])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("Adam", {"fused": True}),
+        ("Adam", {"foreach": True}),
+        ("AdamW", {"fused": True}),
+        ("SGD", {"momentum": 0.9, "fused": True}),
+        ("RMSprop", {"foreach": True}),
+        ("Adagrad", {}),
+        ("NAdam", {}),
+    ],
+)
 def test_guardless_optimizer_is_the_same_optimizer(name, kw):
     torch_cls = getattr(torch.optim, name)
     cls = without_compiler_guards(torch_cls)
@@ -98,7 +107,8 @@ def test_quick_help_renders_the_template_with_overrides(tmp_path):
     assert "name: moons" in r.stdout and "- 3" in r.stdout and "hydra:" not in r.stdout
     bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "mlptrain: error: Could not override 'nosuch'. To append to your config use +nosuch=1")
+        "mlptrain: error: Could not override 'nosuch'. To append to your config use +nosuch=1"
+    )
 
 
 def test_sweep_checks_every_structure_before_its_first_job(tmp_path):
@@ -107,8 +117,9 @@ def test_sweep_checks_every_structure_before_its_first_job(tmp_path):
     # moons composes with dataset.n_samples; mnist does not: found before any job runs, in one line
     r = mlptrain("-m", "dataset=moons,mnist", "dataset.n_samples=100", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.strip() == ("mlptrain: error: Could not override 'dataset.n_samples'. "
-                                "To append to your config use +dataset.n_samples=100")
+    assert r.stderr.strip() == (
+        "mlptrain: error: Could not override 'dataset.n_samples'. To append to your config use +dataset.n_samples=100"
+    )
     assert not (tmp_path / "outputs").exists()
 
 

@@ -16,8 +16,9 @@ from mlptrain import sweep
 
 
 def summary_command(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mlptrain.sweep", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mlptrain.sweep", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def read_csv(sweep_dir):
@@ -98,8 +99,13 @@ def test_summary_command_rebuilds_it_and_handles_an_interrupted_sweep(sweep_dir,
     assert r.returncode == 0, r.stderr
     assert (d / "summary.csv").read_text() == before and "| rank | job |" in r.stdout
     # Interrupt it: one job killed mid-run (status still "running"), one that never wrote metrics.
-    jobs = sorted(p for p in d.iterdir() if p.is_dir() and (p / "metrics.json").is_file()
-                  and json.loads((p / "metrics.json").read_text())["status"] == "completed")
+    jobs = sorted(
+        p
+        for p in d.iterdir()
+        if p.is_dir()
+        and (p / "metrics.json").is_file()
+        and json.loads((p / "metrics.json").read_text())["status"] == "completed"
+    )
     killed = json.loads((jobs[0] / "metrics.json").read_text())
     killed["status"] = "running"
     (jobs[0] / "metrics.json").write_text(json.dumps(killed))
@@ -123,10 +129,22 @@ def test_minimising_objectives_sort_ascending(tmp_path):
         job = tmp_path / f"{i}_optim.lr={lr}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra/overrides.yaml").write_text(f"- optim.lr={lr}\n- dataset=sine\n")
-        (job / "metrics.json").write_text(json.dumps({
-            "status": "completed", "objective": rmse, "monitor": "val/rmse", "mode": "min", "best_epoch": 3,
-            "best": {"val/rmse": rmse}, "final": {"epoch": 4, "val/rmse": rmse + 0.1}, "test": {"rmse": rmse},
-            "epochs": 4, "train_time_s": 1.0}))
+        (job / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "status": "completed",
+                    "objective": rmse,
+                    "monitor": "val/rmse",
+                    "mode": "min",
+                    "best_epoch": 3,
+                    "best": {"val/rmse": rmse},
+                    "final": {"epoch": 4, "val/rmse": rmse + 0.1},
+                    "test": {"rmse": rmse},
+                    "epochs": 4,
+                    "train_time_s": 1.0,
+                }
+            )
+        )
     s = sweep.write_summary(tmp_path)
     assert [r["params"]["optim.lr"] for r in s["rows"]] == ["0.01", "0.1", "0.001"]
     assert s["varying"] == ["optim.lr"] and s["common"] == ["dataset=sine"] and s["groups"] == []
@@ -145,16 +163,46 @@ def test_a_crashed_job_still_gets_its_row(tmp_path):
     assert json.loads((crashed / "metrics.json").read_text())["status"] == "failed"  # kept beside the run
 
 
-@pytest.mark.parametrize("command, jobs, structures", [
-    (["trainer.epochs=1", "hydra.job.config.override_dirname.exclude_keys=[seed]"],
-     [["trainer.epochs=1", f"seed={s}"] for s in range(3)], 1),
-    ([], [["model.hidden=[8]", "optim.lr=0.1", "model.activation=tanh", "trainer.max_steps=null"],
-          ["model.hidden=[16,16]", "optim.lr=1e-3", "model.activation='relu'", "trainer.max_steps=${seed}"]], 1),
-    ([], [["optim=sgd", "optim.lr=0.1"], ["optim=adam", "optim.lr=0.01"], ["optim=sgd", "optim.lr=0.2"],
-          ["dataset=moons", "dataset.noise=0.3"], ["dataset=moons", "dataset.noise=0.1"]], 3),
-    ([], [["+trainer.extra=1", "seed=1"], ["+trainer.extra=2", "seed=2"], ["~trainer.grad_clip", "seed=3"],
-          ["experiment=optimizer_showdown", "seed=4"], ["seed=5", "experiment=optimizer_showdown"]], 5),
-])
+@pytest.mark.parametrize(
+    "command, jobs, structures",
+    [
+        (
+            ["trainer.epochs=1", "hydra.job.config.override_dirname.exclude_keys=[seed]"],
+            [["trainer.epochs=1", f"seed={s}"] for s in range(3)],
+            1,
+        ),
+        (
+            [],
+            [
+                ["model.hidden=[8]", "optim.lr=0.1", "model.activation=tanh", "trainer.max_steps=null"],
+                ["model.hidden=[16,16]", "optim.lr=1e-3", "model.activation='relu'", "trainer.max_steps=${seed}"],
+            ],
+            1,
+        ),
+        (
+            [],
+            [
+                ["optim=sgd", "optim.lr=0.1"],
+                ["optim=adam", "optim.lr=0.01"],
+                ["optim=sgd", "optim.lr=0.2"],
+                ["dataset=moons", "dataset.noise=0.3"],
+                ["dataset=moons", "dataset.noise=0.1"],
+            ],
+            3,
+        ),
+        (
+            [],
+            [
+                ["+trainer.extra=1", "seed=1"],
+                ["+trainer.extra=2", "seed=2"],
+                ["~trainer.grad_clip", "seed=3"],
+                ["experiment=optimizer_showdown", "seed=4"],
+                ["seed=5", "experiment=optimizer_showdown"],
+            ],
+            5,
+        ),
+    ],
+)
 def test_the_launchers_config_cache_matches_hydras_composition(command, jobs, structures):
     """Each job's config, composed once per structure and then given its values, equals Hydra's own
     composition of that job: every key, Hydra's included (overrides.task, job.override_dirname)."""

@@ -16,8 +16,13 @@ GROUP_DATASET = {  # options that need a dataset of another task than the defaul
     **{("loss", n): "dataset=sine" for n in ("l1", "huber", "gaussian_nll", "laplace_nll")},
     ("loss", "poisson_nll"): "dataset=counts",  # count targets only
 }
-NEEDS_FILES = {("dataset", "mnist"), ("dataset", "fashion_mnist"), ("dataset", "kmnist"), ("dataset", "cifar10"),
-               ("dataset", "csv")}  # covered with tiny real-format files in the data tests
+NEEDS_FILES = {
+    ("dataset", "mnist"),
+    ("dataset", "fashion_mnist"),
+    ("dataset", "kmnist"),
+    ("dataset", "cifar10"),
+    ("dataset", "csv"),
+}  # covered with tiny real-format files in the data tests
 
 
 def every_option():
@@ -87,8 +92,9 @@ def test_checkpoint_round_trip_is_self_describing(train, tmp_path):
 def test_corrupt_and_foreign_checkpoints_fail_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
-    with pytest.raises(checkpoint.CheckpointError,
-                       match=r"not an mlptrain checkpoint \(not a file written by torch.save\)"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"not an mlptrain checkpoint \(not a file written by torch.save\)"
+    ):
         checkpoint.load(bad)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
@@ -120,8 +126,16 @@ def test_event_file_has_scalars_config_and_hparams_in_one_run(train, tmp_path):
     acc = EventAccumulator(str(out))
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/samples_per_s",
-            "hparam/test_acc", "hparam/best_val_acc"} <= scalars
+    assert {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "throughput/samples_per_s",
+        "hparam/test_acc",
+        "hparam/best_val_acc",
+    } <= scalars
     assert [e.step for e in acc.Scalars("val/acc")] == [1, 2]
     content = acc.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)

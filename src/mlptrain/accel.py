@@ -69,8 +69,9 @@ def autocast_for(precision: str, device: torch.device):
         else:
             reasons = [str(w.message) for w in caught if "support" in str(w.message) or "isabl" in str(w.message)]
     if reasons:
-        raise ConfigError(f"trainer.precision: {precision} is not supported on {dev} "
-                          f"({reasons[0].splitlines()[0]}); valid here: fp32")
+        raise ConfigError(
+            f"trainer.precision: {precision} is not supported on {dev} ({reasons[0].splitlines()[0]}); valid here: fp32"
+        )
     return lambda: torch.autocast(dev, dtype=dtype)
 
 
@@ -84,23 +85,29 @@ class CompiledForward:
     def __init__(self, model: torch.nn.Module, backend: str = "inductor", mode: str = "default"):
         self.model = model
         try:
-            self.compiled = torch.compile(model, backend=backend, mode=None if mode == "default" else mode,
-                                          dynamic=True)
+            self.compiled = torch.compile(
+                model, backend=backend, mode=None if mode == "default" else mode, dynamic=True
+            )
         except Exception as e:  # noqa: BLE001 - an unknown backend, or torch.compile unsupported on this Python
             from torch._dynamo.exc import InvalidBackend
 
             if isinstance(e, InvalidBackend):
                 from torch._dynamo import list_backends
 
-                raise ConfigError(f"trainer.compile_backend: unknown backend {backend!r}; valid choices: "
-                                  f"{', '.join(list_backends(exclude_tags=()))}") from None
+                raise ConfigError(
+                    f"trainer.compile_backend: unknown backend {backend!r}; valid choices: "
+                    f"{', '.join(list_backends(exclude_tags=()))}"
+                ) from None
             self._give_up(e)
 
     def _give_up(self, err: BaseException) -> None:
         cause = getattr(err, "inner_exception", None) or err.__cause__ or err  # the backend's own error
         first = next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), "")
-        log.warning("trainer.compile: torch.compile cannot compile this model here (%s: %s); training without it",
-                    type(cause).__name__, first[:300])
+        log.warning(
+            "trainer.compile: torch.compile cannot compile this model here (%s: %s); training without it",
+            type(cause).__name__,
+            first[:300],
+        )
         self.compiled = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

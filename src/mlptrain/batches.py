@@ -25,11 +25,21 @@ class DeviceBatches:
     global batch with fewer rows than ranks is dropped (some rank would get none).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if batch_size < world:
-            raise ConfigError(f"trainer.batch_size: {batch_size} is smaller than the {world} processes it is "
-                              f"split across; use at least {world}")
+            raise ConfigError(
+                f"trainer.batch_size: {batch_size} is smaller than the {world} processes it is "
+                f"split across; use at least {world}"
+            )
         self.x, self.y = x.to(device), y.to(device)
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
@@ -49,10 +59,9 @@ class DeviceBatches:
         self.order = order
         perm = order.to(self.x.device, non_blocking=True)
         for i in range(start, len(self)):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
             if self.world > 1:
                 mine = idx.tensor_split(self.world)[self.rank]
                 self.share = len(mine) * self.world / len(idx)
                 idx = mine
             yield self.x[idx], self.y[idx]
-

@@ -91,8 +91,10 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
             raise CheckpointError(f"{path} is corrupt: {_first_sentence(e)}") from None
         # the reason ("Unsupported global: ...") is buried below a long preamble
         why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
-        raise CheckpointError(f"{path} is not an mlptrain checkpoint: it holds Python objects that weights_only "
-                              f"loading refuses" + (f" ({why[:160]})" if why else "")) from None
+        raise CheckpointError(
+            f"{path} is not an mlptrain checkpoint: it holds Python objects that weights_only "
+            f"loading refuses" + (f" ({why[:160]})" if why else "")
+        ) from None
     except Exception as e:  # torch.load fails in many ways (zip reader, unpickler): all mean the file is damaged
         raise CheckpointError(f"{path} is truncated or corrupt: {_first_sentence(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -87,7 +87,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mlptrain.unique_dir", unique_dir, use_cache=True)
 
 
-
 # ----------------------------------------------------------------------------- group checks
 def config_groups() -> dict[str, list[str]]:
     """Each config group (a folder under configs/) and its options (the YAML files in it)."""
@@ -114,8 +113,10 @@ def check_group_overrides(args: list[str]) -> None:
             continue
         for option in _sweep_values(value):
             if option not in groups[key] and option != "null":
-                raise ConfigError(f"{key}={printable(option)}: unknown option for group '{key}'; valid choices: "
-                                  f"{', '.join(groups[key])}")
+                raise ConfigError(
+                    f"{key}={printable(option)}: unknown option for group '{key}'; valid choices: "
+                    f"{', '.join(groups[key])}"
+                )
 
 
 def check_output_dirs(overrides) -> None:
@@ -162,8 +163,15 @@ def precompose(argv: list[str]) -> None:
     plain value cannot make composition fail).  That is the check Hydra's basic sweeper would
     repeat for every job (see hydra_plugins.mlptrain_sweeper); the first combination is also parsed."""
     args = parse_args(argv)
-    if (args.help or args.hydra_help or args.shell_completion or args.config_dir or args.config_path
-            or args.config_name or args.experimental_rerun):
+    if (
+        args.help
+        or args.hydra_help
+        or args.shell_completion
+        or args.config_dir
+        or args.config_path
+        or args.config_name
+        or args.experimental_rerun
+    ):
         return  # answered without this config, or from another one
     # Options found through hydra.searchpath are not in config_groups(): composing judges them.
     if not any(a.lstrip("+~").startswith("hydra.searchpath=") for a in args.overrides):
@@ -195,8 +203,9 @@ def precompose(argv: list[str]) -> None:
     with open_dict(cfg):
         sweeper = cfg.pop("hydra").get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
-    check_direction(sweep_direction(sweeper), objective_mode(cfg.trainer, cfg.dataset),
-                    f"trainer.monitor={cfg.trainer.monitor}")
+    check_direction(
+        sweep_direction(sweeper), objective_mode(cfg.trainer, cfg.dataset), f"trainer.monitor={cfg.trainer.monitor}"
+    )
 
 
 def sweeper_params(cfg: DictConfig) -> list[str]:
@@ -211,8 +220,10 @@ def _check_hydra_sweeps(overrides) -> None:
     """Hydra refuses, in several lines and only once the sweep starts, to sweep its own settings."""
     for o in overrides:
         if o.is_sweep_override() and o.is_hydra_override():
-            raise ConfigError(f"{o.key_or_group}: Hydra's own settings cannot be swept ({printable(o.input_line)}); "
-                              f"give it one value, and sweep mlptrain's keys and groups")
+            raise ConfigError(
+                f"{o.key_or_group}: Hydra's own settings cannot be swept ({printable(o.input_line)}); "
+                f"give it one value, and sweep mlptrain's keys and groups"
+            )
 
 
 def names_a_value(key: str, cfg: DictConfig) -> bool:
@@ -269,7 +280,8 @@ def with_overrides(raw: dict, overrides: list[str]) -> DictConfig:
                 cfg[g] = fresh[g]
         OmegaConf.set_struct(cfg, True)
         ConfigLoaderImpl._apply_overrides_to_config(
-            [o for o in parsed if o.key_or_group.split(".")[0] not in chosen], cfg)
+            [o for o in parsed if o.key_or_group.split(".")[0] not in chosen], cfg
+        )
     except ConfigError:
         raise
     except Exception as e:  # Hydra/OmegaConf's own words, on one line

@@ -1,7 +1,7 @@
 """Typed run configuration: the one place where Hydra's DictConfig becomes plain objects.
 
-Every group is merged onto a dataclass schema (unknown keys and wrong types are
-caught by OmegaConf), then range-checked in ``__post_init__``.  Any problem is
+Every group is merged onto a dataclass schema (:mod:`mlptrain.schemas`, :mod:`mlptrain.dataset_config`;
+unknown keys and wrong types are caught by OmegaConf), then range-checked in ``__post_init__``.  Any problem is
 raised as :class:`ConfigError`, whose message names the key and what is allowed.
 Nothing here imports torch, so ``mlptrain --help`` and validation stay fast.
 """
@@ -9,241 +9,44 @@ Nothing here imports torch, so ``mlptrain --help`` and validation stay fast.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mlptrain.checks import check, choice, finite
+from mlptrain.checks import check
 from mlptrain.dataset_config import CsvConfig, SyntheticConfig, VisionConfig
 from mlptrain.errors import ConfigError
-from mlptrain.registry import (
-    ACTIVATIONS,
-    DATASETS,
-    INITS,
-    LOGGERS,
-    LOSS_TASKS,
-    NORMS,
-    SCHEDULERS,
-    dataset_task,
-    datasets,
-    loss_misfit,
-    loss_param_misuse,
+from mlptrain.registry import DATASETS, LOSS_TASKS, dataset_task, datasets, loss_misfit
+from mlptrain.schemas import (
+    EarlyStoppingConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SchedulerConfig,
+    TrainerConfig,
 )
 
-__all__ = ["ConfigError", "CsvConfig", "SyntheticConfig", "VisionConfig", "RunConfig", "parse"]
+__all__ = [
+    "ConfigError",
+    "CsvConfig",
+    "EarlyStoppingConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SchedulerConfig",
+    "SyntheticConfig",
+    "TrainerConfig",
+    "VisionConfig",
+    "parse",
+]
 
-
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
-PRECISIONS = ("fp32", "bf16", "fp16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-MAX_THREADS = 4096
 SYNTHETIC_CLASSIFICATION = datasets(SyntheticConfig, "classification")
 SYNTHETIC_REGRESSION = datasets(SyntheticConfig, "regression")
 VISION = datasets(VisionConfig)
-# The loss table lives in the torch-free registry; its names are re-exported here for the modules
-# that import them from config.
-LOSSES = tuple(LOSS_TASKS)
-
-
-# ----------------------------------------------------------------------------- model
-@dataclass
-class ModelConfig:
-    name: str = "mlp"  # mlp | linear
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    activation: str = "relu"
-    dropout: float = 0.0
-    norm: str = "none"
-    init: str = "default"
-
-    def __post_init__(self) -> None:
-        choice(self.name, "model.name", ("mlp", "linear"))
-        if self.name == "mlp":
-            check(len(self.hidden) > 0, "model.hidden",
-                  "an mlp needs at least one hidden size (use model=linear for none)")
-        check(all(h >= 1 for h in self.hidden), "model.hidden",
-              f"sizes must be positive integers, got {list(self.hidden)}")
-        choice(self.activation, "model.activation", ACTIVATIONS)
-        check(finite(self.dropout) and 0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
-        choice(self.norm, "model.norm", NORMS)
-        choice(self.init, "model.init", INITS)
-
-
-# ----------------------------------------------------------------------------- loss
-@dataclass
-class LossConfig:
-    """Every loss's keys in one schema; ``registry.LOSSES[name].params`` says which ones a loss reads."""
-
-    name: str = "cross_entropy"
-    label_smoothing: float = 0.0  # cross_entropy
-    output: str = "softmax"  # mse on classes: softmax | raw
-    huber_delta: float = 1.0
-    variance: str = "softplus"  # gaussian_nll / laplace_nll: how the spread is kept positive: softplus | exp
-    min_variance: float = 1e-6  # floor on the variance (Laplace: the scale), in standardised target units
-
-    def __post_init__(self) -> None:
-        choice(self.name, "loss.name", LOSSES)
-        check(finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "loss.label_smoothing",
-               f"must be in [0, 1), got {self.label_smoothing}")
-        choice(self.output, "loss.output", ("softmax", "raw"))
-        check(finite(self.huber_delta) and self.huber_delta > 0, "loss.huber_delta",
-              f"must be > 0, got {self.huber_delta}")
-        choice(self.variance, "loss.variance", ("softplus", "exp"))
-        check(finite(self.min_variance) and self.min_variance > 0, "loss.min_variance",
-              f"must be > 0, got {self.min_variance}")
-        # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
-        # which keys each loss reads), rather than silently ignored.
-        for f in dataclasses.fields(self):
-            if f.name != "name" and getattr(self, f.name) != f.default:
-                problem = loss_param_misuse(self.name, f.name)
-                check(problem is None, f"loss.{f.name}", problem)
-
-
-# ----------------------------------------------------------------------------- optim
-@dataclass
-class OptimConfig:
-    """``kwargs`` are passed to the torch.optim class named by ``target`` (Hydra ``_target_``)."""
-
-    target: str
-    lr: float
-    kwargs: dict[str, Any]
-    # Put biases and norm weights in a group without weight decay.
-    decay_exclude_bias_norm: bool = False
-
-    def __post_init__(self) -> None:
-        check(finite(self.lr) and self.lr > 0, "optim.lr", f"must be a positive number, got {self.lr}")
-        wd = self.kwargs.get("weight_decay", 0.0)
-        check(finite(wd) and wd >= 0, "optim.weight_decay", f"must be >= 0, got {wd}")
-        if "momentum" in self.kwargs:
-            v = self.kwargs["momentum"]
-            check(finite(v) and 0 <= v < 1, "optim.momentum", f"must be in [0, 1), got {v}")
-        for key in ("alpha", "dampening"):  # RMSprop's smoothing constant, SGD's dampening
-            if key in self.kwargs:
-                v = self.kwargs[key]
-                check(finite(v) and 0 <= v <= 1, f"optim.{key}", f"must be in [0, 1], got {v}")
-        if "betas" in self.kwargs:
-            b = self.kwargs["betas"]
-            check(isinstance(b, (list, tuple)) and len(b) == 2 and all(finite(x) and 0 <= x < 1 for x in b),
-                   "optim.betas", f"must be two numbers in [0, 1), got {b}")
-        if "eps" in self.kwargs:
-            check(finite(self.kwargs["eps"]) and self.kwargs["eps"] > 0, "optim.eps",
-                  f"must be > 0, got {self.kwargs['eps']}")
-
-
-# ----------------------------------------------------------------------------- scheduler
-
-
-@dataclass
-class SchedulerConfig:
-    name: str = "cosine"
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step / exponential decay factor
-    warmup_epochs: float = 0.0  # cosine: linear warmup length
-    min_lr: float = 0.0  # cosine floor; plateau's lower bound
-    max_lr: float | None = None  # onecycle peak (default: optim.lr)
-    pct_start: float = 0.3  # onecycle: fraction of steps spent rising
-    div_factor: float = 25.0  # onecycle: start at max_lr / div_factor
-    final_div_factor: float = 1e4  # onecycle: end at start / final_div_factor
-    cycle_momentum: bool = True  # onecycle: cycle momentum / beta1 inversely (when the optimizer uses it)
-    factor: float = 0.1  # plateau
-    patience: int = 5  # plateau
-
-    def __post_init__(self) -> None:
-        choice(self.name, "scheduler.name", SCHEDULERS)
-        check(self.step_size >= 1, "scheduler.step_size", f"must be >= 1, got {self.step_size}")
-        check(finite(self.gamma) and 0 < self.gamma <= 1, "scheduler.gamma", f"must be in (0, 1], got {self.gamma}")
-        check(finite(self.warmup_epochs) and self.warmup_epochs >= 0, "scheduler.warmup_epochs",
-              f"must be >= 0, got {self.warmup_epochs}")
-        check(finite(self.min_lr) and self.min_lr >= 0, "scheduler.min_lr", f"must be >= 0, got {self.min_lr}")
-        check(self.max_lr is None or (finite(self.max_lr) and self.max_lr > 0), "scheduler.max_lr",
-              f"must be > 0, got {self.max_lr}")
-        check(finite(self.pct_start) and 0 < self.pct_start < 1, "scheduler.pct_start",
-              f"must be in (0, 1), got {self.pct_start}")
-        check(finite(self.div_factor) and self.div_factor >= 1, "scheduler.div_factor",
-              f"must be >= 1, got {self.div_factor}")
-        check(finite(self.final_div_factor) and self.final_div_factor >= 1, "scheduler.final_div_factor",
-               f"must be >= 1, got {self.final_div_factor}")
-        check(finite(self.factor) and 0 < self.factor < 1, "scheduler.factor", f"must be in (0, 1), got {self.factor}")
-        check(self.patience >= 0, "scheduler.patience", f"must be >= 0, got {self.patience}")
-
-
-# ----------------------------------------------------------------------------- trainer
-@dataclass
-class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 10
-    min_delta: float = 0.0
-
-    def __post_init__(self) -> None:
-        check(self.patience >= 0, "trainer.early_stopping.patience", f"must be >= 0, got {self.patience}")
-        check(finite(self.min_delta) and self.min_delta >= 0, "trainer.early_stopping.min_delta",
-              f"must be >= 0, got {self.min_delta}")
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 60
-    max_steps: int = -1  # > 0: train exactly this many optimizer steps; epochs is then ignored
-    batch_size: int = 128
-    eval_batch_size: int = 4096
-    device: str = "auto"
-    devices: int = 1  # processes (DDP ranks) per job; > 1 starts them like torchrun
-    precision: str = "fp32"
-    compile: bool = False
-    compile_backend: str = "inductor"  # torch.compile backend (torch._dynamo.list_backends())
-    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
-    num_threads: int = 0  # 0: leave torch's default
-    monitor: str = "auto"  # a validation metric (acc, loss, nll, rmse, ...); auto: per task
-    mode: str = "auto"  # min | max | auto (from the metric)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    grad_clip: float = 0.0  # max global grad norm; 0 = off
-    progress: str = "auto"  # auto (bar on a terminal) | bar | epoch | none
-    checkpoint: bool = True
-    checkpoint_every_n_steps: int = 0
-    resume: str | None = None
-    nan_policy: str = "stop"  # stop | skip_batch
-    # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
-    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
-    # TensorBoard pictures / histograms: N = every N epochs and after the last; 0 = after the last
-    # (histograms: also before the first); -1 = off.  See mlptrain.diagnostics.
-    histogram_every_n_epochs: int = 0
-    image_every_n_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
-        check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
-        check(self.max_steps == -1 or self.max_steps >= 1, "trainer.max_steps",
-              f"must be -1 (off) or >= 1, got {self.max_steps}")
-        for key in ("epochs", "max_steps"):
-            check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
-        check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
-        dev = self.device
-        ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
-        check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
-        check(self.batch_size >= self.devices, "trainer.batch_size",
-               f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
-               "across the processes)")
-        choice(self.precision, "trainer.precision", PRECISIONS)
-        check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
-        choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
-        check(0 <= self.num_threads <= MAX_THREADS, "trainer.num_threads",
-               f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}")
-        choice(self.mode, "trainer.mode", ("auto", "min", "max"))
-        check(finite(self.grad_clip) and self.grad_clip >= 0, "trainer.grad_clip",
-              f"must be >= 0, got {self.grad_clip}")
-        choice(self.progress, "trainer.progress", ("auto", "bar", "epoch", "none"))
-        check(self.checkpoint_every_n_steps >= 0, "trainer.checkpoint_every_n_steps",
-              f"must be >= 0, got {self.checkpoint_every_n_steps}")
-        choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
-        for i, name in enumerate(self.loggers):
-            choice(name, "trainer.loggers", LOGGERS)
-            check(name not in self.loggers[:i], "trainer.loggers", f"{name!r} is listed twice")
-        for key in ("histogram_every_n_epochs", "image_every_n_epochs"):
-            v = getattr(self, key)
-            check(v >= -1, f"trainer.{key}", f"must be >= 1 (every N epochs), 0 (after the last) or -1 (off), got {v}")
+LOSSES = tuple(LOSS_TASKS)  # the loss names (the table itself is registry.LOSSES)
 
 
 # ----------------------------------------------------------------------------- run

@@ -27,8 +27,11 @@ class SyntheticConfig:
         check(self.n_samples >= 30, "dataset.n_samples", f"must be >= 30, got {self.n_samples}")
         check(finite(self.noise) and self.noise >= 0, "dataset.noise", f"must be >= 0, got {self.noise}")
         check(self.n_classes >= 2, "dataset.n_classes", f"must be >= 2, got {self.n_classes}")
-        check(self.n_classes <= self.n_samples, "dataset.n_classes",
-               f"must be <= dataset.n_samples ({self.n_samples}), got {self.n_classes}")
+        check(
+            self.n_classes <= self.n_samples,
+            "dataset.n_classes",
+            f"must be <= dataset.n_samples ({self.n_samples}), got {self.n_classes}",
+        )
         check(self.n_features >= 5, "dataset.n_features", f"must be >= 5, got {self.n_features}")
         split_fractions(self.val_fraction, self.test_fraction)
 

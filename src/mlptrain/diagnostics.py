@@ -119,7 +119,7 @@ class Diagnostics:
         was_training = model.training
         model.eval()
         dev = self.t.device
-        out = torch.cat([model(x[i:i + bs].to(dev)).float() for i in range(0, len(x), bs)])
+        out = torch.cat([model(x[i : i + bs].to(dev)).float() for i in range(0, len(x), bs)])
         model.train(was_training)
         return out
 
@@ -128,8 +128,9 @@ class Diagnostics:
         task, data = self.t.task, self.t.data
         if self.classification and self.in_features == 2:
             k = len(data.class_names)
-            img = images.decision_boundary(lambda p: task.probabilities(self.outputs(p)).cpu(),
-                                           data.x_train, data.y_train, k)
+            img = images.decision_boundary(
+                lambda p: task.probabilities(self.outputs(p)).cpu(), data.x_train, data.y_train, k
+            )
             self.logger.image("images/decision_boundary", img, step)
         if not self.classification and self.in_features == 1:
             img = images.regression_fit(lambda p: task.mean_and_std(self.outputs(p)), data.x_train, data.y_train)
@@ -163,10 +164,14 @@ class Diagnostics:
         def keep(name):
             def hook(_module, _inputs, output):
                 acts[name] = output.detach()
+
             return hook
 
-        handles = [m.register_forward_hook(keep(n)) for m, n in self.names.items()
-                   if isinstance(m, tuple(ACTIVATIONS.values()))]
+        handles = [
+            m.register_forward_hook(keep(n))
+            for m, n in self.names.items()
+            if isinstance(m, tuple(ACTIVATIONS.values()))
+        ]
         was_training = model.training
         model.eval()
         try:
@@ -200,4 +205,3 @@ class Diagnostics:
         if scalars:
             values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one transfer
             self.logger.scalars(dict(zip(scalars, values)), step)
-

@@ -23,17 +23,22 @@ from mlptrain.files import write_bytes
 def _parser(prog: str, predict_cmd: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description=("Predict from a checkpoint: a CSV of raw inputs in, predictions out." if predict_cmd else
-                     "Evaluate a checkpoint on its test split, another split, another dataset config or a CSV."),
+        description=(
+            "Predict from a checkpoint: a CSV of raw inputs in, predictions out."
+            if predict_cmd
+            else "Evaluate a checkpoint on its test split, another split, another dataset config or a CSV."
+        ),
         epilog="Overrides use the training command's syntax and apply to the checkpoint's own config, "
-               "e.g. dataset.n_samples=5000, dataset=moons, trainer.device=cpu, trainer.eval_batch_size=1024.")
+        "e.g. dataset.n_samples=5000, dataset=moons, trainer.device=cpu, trainer.eval_batch_size=1024.",
+    )
     p.add_argument("checkpoint", help="a .pt file, or a run dir (its best.pt, else last.pt)")
     if predict_cmd:
         p.add_argument("input", help="CSV of raw feature columns (a header is optional; a target column is ignored)")
         p.add_argument("-o", "--output", default="-", help="predictions CSV to write (default: stdout)")
     else:
-        p.add_argument("--split", choices=("test", "val", "train"), default="test",
-                       help="split to evaluate (default: test)")
+        p.add_argument(
+            "--split", choices=("test", "val", "train"), default="test", help="split to evaluate (default: test)"
+        )
         p.add_argument("--csv", help="evaluate on all rows of this CSV (raw features + target column) instead")
         p.add_argument("-o", "--output", help="also write the metrics JSON here")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the checkpoint's config")
@@ -81,8 +86,13 @@ def eval_main(argv: list[str] | None = None) -> None:
             x, y = getattr(data, f"x_{args.split}"), getattr(data, f"y_{args.split}")
             source = f"{data.name}:{args.split}"
         metrics = evaluate(loaded, x, y)
-        result = {"checkpoint": str(loaded.path), "data": source, "rows": len(y), "epoch": loaded.ckpt.get("epoch"),
-                  "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}
+        result = {
+            "checkpoint": str(loaded.path),
+            "data": source,
+            "rows": len(y),
+            "epoch": loaded.ckpt.get("epoch"),
+            "metrics": {k: (v if math.isfinite(v) else None) for k, v in metrics.items()},
+        }
         text = json.dumps(result, indent=2) + "\n"
         if args.output:
             _write(args.output, text, "metrics file")

@@ -57,6 +57,7 @@ def without_compiler_guards(cls: type) -> type:
             overrides[name] = raw
     raw_step = _unwrap(getattr(cls, "step", None), use_grad_code)
     if raw_step is not None:
+
         @functools.wraps(raw_step)
         def step(self, closure=None):
             # What _use_grad_for_differentiable does, minus its two torch._dynamo.graph_break() calls.

@@ -19,21 +19,35 @@ import torch
 import torch.nn.functional as F
 
 # Class colours: the Playground's orange and blue first, then Tableau-like hues.
-PALETTE = torch.tensor([
-    [0.961, 0.576, 0.133], [0.031, 0.467, 0.741], [0.173, 0.627, 0.173], [0.839, 0.153, 0.157],
-    [0.580, 0.404, 0.741], [0.549, 0.337, 0.294], [0.890, 0.467, 0.761], [0.498, 0.498, 0.498],
-    [0.737, 0.741, 0.133], [0.090, 0.745, 0.812],
-])
+PALETTE = torch.tensor(
+    [
+        [0.961, 0.576, 0.133],
+        [0.031, 0.467, 0.741],
+        [0.173, 0.627, 0.173],
+        [0.839, 0.153, 0.157],
+        [0.580, 0.404, 0.741],
+        [0.549, 0.337, 0.294],
+        [0.890, 0.467, 0.761],
+        [0.498, 0.498, 0.498],
+        [0.737, 0.741, 0.133],
+        [0.090, 0.745, 0.812],
+    ]
+)
 DARK = torch.tensor([0.15, 0.15, 0.15])
 WHITE = torch.tensor([1.0, 1.0, 1.0])
 
 # 3x5 digits, one string per row ('#' = ink).
 _FONT = {
-    "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"), "3": ("###", "..#", ".##", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"), "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"), "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
+    "0": ("###", "#.#", "#.#", "#.#", "###"),
+    "1": (".#.", "##.", ".#.", ".#.", "###"),
+    "2": ("###", "..#", "###", "#..", "###"),
+    "3": ("###", "..#", ".##", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#", "..#"),
+    "5": ("###", "#..", "###", "..#", "###"),
+    "6": ("###", "#..", "###", "#.#", "###"),
+    "7": ("###", "..#", ".#.", ".#.", ".#."),
+    "8": ("###", "#.#", "###", "#.#", "###"),
+    "9": ("###", "#.#", "###", "..#", "###"),
 }
 _GLYPHS = {c: torch.tensor([[ch == "#" for ch in row] for row in rows]) for c, rows in _FONT.items()}
 
@@ -75,8 +89,14 @@ def draw_text(img: torch.Tensor, text: str, top: int, left: int, colour: torch.T
     img[:, ys, xs] = colour[:, None].to(img.dtype)
 
 
-def draw_dots(img: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, colours: torch.Tensor,
-              radius: float = 2.0, outline: torch.Tensor | None = DARK) -> None:
+def draw_dots(
+    img: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    colours: torch.Tensor,
+    radius: float = 2.0,
+    outline: torch.Tensor | None = DARK,
+) -> None:
     """Filled discs at integer pixel positions (vectorised over points, looped over the disc's offsets)."""
     _, h, w = img.shape
     r_out = radius + (1.0 if outline is not None else 0.0)
@@ -108,8 +128,15 @@ def _extent(v: torch.Tensor, margin: float) -> tuple[float, float]:
 
 # ----------------------------------------------------------------------------- pictures
 @torch.no_grad()
-def decision_boundary(proba, x: torch.Tensor, y: torch.Tensor, n_classes: int, size: int = 256,
-                      resolution: int = 64, max_points: int = 1500) -> torch.Tensor:
+def decision_boundary(
+    proba,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    size: int = 256,
+    resolution: int = 64,
+    max_points: int = 1500,
+) -> torch.Tensor:
     """Predicted class over the plane of 2-D inputs, coloured by class and shaded by confidence.
 
     ``proba`` maps an ``(N, 2)`` float tensor of raw inputs to ``(N, K)`` class probabilities.
@@ -178,8 +205,9 @@ def confusion_image(cm: torch.Tensor) -> torch.Tensor:
                 txt = str(int(round(100 * rates[i][j])))
                 th, tw = text_size(txt, scale)
                 ink = WHITE if rates[i][j] > 0.55 else DARK
-                draw_text(img, txt, margin + i * cell + (cell - th) // 2, margin + j * cell + (cell - tw) // 2,
-                          ink, scale)
+                draw_text(
+                    img, txt, margin + i * cell + (cell - th) // 2, margin + j * cell + (cell - tw) // 2, ink, scale
+                )
     return img
 
 
@@ -218,13 +246,20 @@ def tile(images: torch.Tensor, nrow: int, pad: int) -> torch.Tensor:
     canvas = torch.ones(c, pad + rows * (h + pad), pad + cols * (w + pad))
     for i, img in enumerate(images):
         top, left = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
-        canvas[:, top:top + h, left:left + w] = img
+        canvas[:, top : top + h, left : left + w] = img
     return canvas
 
 
 @torch.no_grad()
-def misclassified_grid(x: torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tensor, confidence: torch.Tensor,
-                       input_shape, max_images: int = 64, nrow: int = 8):
+def misclassified_grid(
+    x: torch.Tensor,
+    y_true: torch.Tensor,
+    y_pred: torch.Tensor,
+    confidence: torch.Tensor,
+    input_shape,
+    max_images: int = 64,
+    nrow: int = 8,
+):
     """The most confident mistakes, as a grid; each tile carries the true class (green, left)
     and the predicted one (red, right).  Returns ``(image, [(index, true, predicted, confidence)])``,
     or ``(None, [])`` when nothing is misclassified."""
@@ -252,7 +287,7 @@ def misclassified_grid(x: torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tens
         th, tw_t = text_size(t, scale)
         tw_p = text_size(p, scale)[1]
         bar = top + h - th - 2 * scale
-        grid[:, bar:top + h, left:left + w] = 0.0  # a dark strip under the labels
+        grid[:, bar : top + h, left : left + w] = 0.0  # a dark strip under the labels
         draw_text(grid, t, bar + scale, left + scale, green, scale)
         draw_text(grid, p, bar + scale, left + w - tw_p - scale, red, scale)
         rows.append((i, int(y_true[i]), int(y_pred[i]), float(confidence[i])))
@@ -260,8 +295,9 @@ def misclassified_grid(x: torch.Tensor, y_true: torch.Tensor, y_pred: torch.Tens
 
 
 @torch.no_grad()
-def regression_fit(predict, x: torch.Tensor, y: torch.Tensor, width: int = 400, height: int = 260,
-                   max_points: int = 2000) -> torch.Tensor:
+def regression_fit(
+    predict, x: torch.Tensor, y: torch.Tensor, width: int = 400, height: int = 260, max_points: int = 2000
+) -> torch.Tensor:
     """A 1-D regression: data points, the predicted mean, and the mean +- 2 sigma band when the
     head predicts a spread.  ``predict`` maps ``(N, 1)`` raw inputs to ``(mean (N,), std (N,) or None)``."""
     x = x.float().reshape(len(x), -1)[:, 0].cpu()
@@ -291,8 +327,14 @@ def regression_fit(predict, x: torch.Tensor, y: torch.Tensor, width: int = 400, 
         img[:, band] = torch.tensor([0.78, 0.86, 0.97])[:, None]
     keep = _spaced(x, max_points)
     cols = ((x[keep] - x0) / (x1 - x0) * (width - 1)).round().long()
-    draw_dots(img, row(y[keep]).round().long(), cols, torch.tensor([0.55, 0.55, 0.55]).expand(len(keep), 3),
-              radius=1.0, outline=None)
+    draw_dots(
+        img,
+        row(y[keep]).round().long(),
+        cols,
+        torch.tensor([0.55, 0.55, 0.55]).expand(len(keep), 3),
+        radius=1.0,
+        outline=None,
+    )
     m = row(mean)
     prev = torch.cat([m[:1], m[:-1]])
     top, bottom = torch.minimum(m, prev) - 1.0, torch.maximum(m, prev) + 1.0  # joined, 2-3 px thick

@@ -37,8 +37,10 @@ def should_launch(devices: int) -> bool:
         return devices > 1
     local = env_int("LOCAL_WORLD_SIZE", env_int("WORLD_SIZE", 1))
     if devices not in (1, local):
-        raise ConfigError(f"trainer.devices: {devices} but torchrun started {local} processes on this node; "
-                          "leave trainer.devices at 1 under torchrun, or set it to --nproc_per_node")
+        raise ConfigError(
+            f"trainer.devices: {devices} but torchrun started {local} processes on this node; "
+            "leave trainer.devices at 1 under torchrun, or set it to --nproc_per_node"
+        )
     return False
 
 
@@ -51,9 +53,17 @@ def launch(run: RunConfig, out_dir: Path, ctx: JobContext) -> dict:
     """
     n = run.trainer.devices
     _check_room(n, run.trainer.device)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=uuid.uuid4().hex,
-                          rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", local_addr="127.0.0.1",
-                          max_restarts=0, start_method=_start_method(run.trainer.device))
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=n,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        local_addr="127.0.0.1",
+        max_restarts=0,
+        start_method=_start_method(run.trainer.device),
+    )
     # torch logs a failed worker's traceback itself; a user error is reported here in one line instead,
     # and any other failure still surfaces in full as the ChildFailedError raised below.
     noisy = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
@@ -85,8 +95,10 @@ def launch(run: RunConfig, out_dir: Path, ctx: JobContext) -> dict:
 def _check_room(n: int, device: str) -> None:
     """Refuse, before starting anything, more ranks than this machine has GPUs (CUDA) or cores (CPU)."""
     if device.startswith("cuda:"):
-        raise ConfigError(f"trainer.device: {device} would put every rank on one GPU; with trainer.devices use "
-                          "auto or cuda (rank r takes cuda:r)")
+        raise ConfigError(
+            f"trainer.device: {device} would put every rank on one GPU; with trainer.devices use "
+            "auto or cuda (rank r takes cuda:r)"
+        )
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     room = torch.cuda.device_count() if cuda else usable_cores()
     if n > room and (cuda or device != "cuda"):

@@ -40,8 +40,9 @@ class Standardize(nn.Module):
 def _init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
     if scheme == "default":
         return  # torch's own (Kaiming-uniform with a=sqrt(5))
-    nonlin = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh",
-              "sigmoid": "sigmoid"}.get(activation, "linear")
+    nonlin = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}.get(
+        activation, "linear"
+    )
     if scheme == "kaiming":
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu" if nonlin == "linear" else nonlin)
     elif scheme == "xavier":
@@ -56,8 +57,16 @@ def _init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
 class MLP(nn.Module):
     """``in -> [Linear -> norm -> act -> dropout] * len(hidden) -> Linear -> out``."""
 
-    def __init__(self, in_features: int, hidden: list[int], out_features: int, activation: str = "relu",
-                 dropout: float = 0.0, norm: str = "none", init: str = "default"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: list[int],
+        out_features: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        norm: str = "none",
+        init: str = "default",
+    ):
         super().__init__()
         self.sizes = [in_features, *hidden, out_features]
         self.activation = activation
@@ -96,11 +105,19 @@ class Network(nn.Module):
         return self.head(self.body(x))
 
 
-def build_model(model_cfg, data_meta: dict, x_mean: torch.Tensor, x_std: torch.Tensor, head: nn.Module,
-                head_width: int) -> Network:
+def build_model(
+    model_cfg, data_meta: dict, x_mean: torch.Tensor, x_std: torch.Tensor, head: nn.Module, head_width: int
+) -> Network:
     hidden = [] if model_cfg.name == "linear" else list(model_cfg.hidden)
-    body = MLP(data_meta["in_features"], hidden, head_width, model_cfg.activation, model_cfg.dropout,
-               model_cfg.norm, model_cfg.init)
+    body = MLP(
+        data_meta["in_features"],
+        hidden,
+        head_width,
+        model_cfg.activation,
+        model_cfg.dropout,
+        model_cfg.norm,
+        model_cfg.init,
+    )
     return Network(Standardize(x_mean.flatten(), x_std.flatten()), body, head)
 
 

@@ -137,8 +137,9 @@ def exponential_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, 
 
 
 def plateau_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:
-    plateau = lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
-                                             min_lr=cfg.min_lr)
+    plateau = lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, min_lr=cfg.min_lr
+    )
     return Schedule(plateau, per_step=False, on_metric=True)
 
 
@@ -150,10 +151,18 @@ def onecycle_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mod
     pct = cfg.pct_start
     if math.isclose(pct * total_steps, 1.0):  # a one-step warm-up makes torch divide by zero
         pct = 2.0 / total_steps if total_steps > 2 else 0.25
-    return Schedule(lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr or base_lr, total_steps=total_steps,
-                                            pct_start=pct, div_factor=cfg.div_factor,
-                                            final_div_factor=cfg.final_div_factor,
-                                            cycle_momentum=cfg.cycle_momentum and has_momentum), per_step=True)
+    return Schedule(
+        lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=cfg.max_lr or base_lr,
+            total_steps=total_steps,
+            pct_start=pct,
+            div_factor=cfg.div_factor,
+            final_div_factor=cfg.final_div_factor,
+            cycle_momentum=cfg.cycle_momentum and has_momentum,
+        ),
+        per_step=True,
+    )
 
 
 def cosine_schedule(cfg, optimizer, steps_per_epoch, total_steps, base_lr, mode) -> Schedule:

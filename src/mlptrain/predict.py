@@ -18,7 +18,7 @@ from mlptrain import checkpoint
 from mlptrain.accel import autocast_for, model_outputs, resolve_device
 from mlptrain.compose import with_overrides
 from mlptrain.config import RunConfig, parse
-from mlptrain.data.tabular import encode_rows
+from mlptrain.data.encoding import encode_rows
 from mlptrain.errors import CheckpointError, DataError
 from mlptrain.losses import Task, build_task
 from mlptrain.model import Network, build_model
@@ -70,28 +70,44 @@ def architecture_mismatch(model, state: dict) -> str | None:
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
     if missing or extra:
-        return "; ".join(part for part in (f"missing {', '.join(missing[:3])}" if missing else "",
-                                           f"unexpected {', '.join(extra[:3])}" if extra else "") if part)
+        return "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing[:3])}" if missing else "",
+                f"unexpected {', '.join(extra[:3])}" if extra else "",
+            )
+            if part
+        )
     for k, v in own.items():
         w = state[k]
         if not hasattr(w, "shape") or tuple(w.shape) != tuple(v.shape):
             shape = tuple(w.shape) if hasattr(w, "shape") else type(w).__name__
-            return (f"{k} is {list(shape) if isinstance(shape, tuple) else shape} in the checkpoint, "
-                    f"{list(v.shape)} in the model")
+            return (
+                f"{k} is {list(shape) if isinstance(shape, tuple) else shape} in the checkpoint, "
+                f"{list(v.shape)} in the model"
+            )
     return None
 
 
 def check_data_fits(meta: dict, data_meta: dict, what: str) -> None:
     """The data to evaluate must look like the data the model was trained on."""
-    for key, label in (("task", "task"), ("in_features", "input features"), ("n_outputs", "outputs"),
-                       ("class_names", "classes")):
+    for key, label in (
+        ("task", "task"),
+        ("in_features", "input features"),
+        ("n_outputs", "outputs"),
+        ("class_names", "classes"),
+    ):
         if meta.get(key) != data_meta.get(key):
-            raise DataError(f"{what} does not fit the checkpoint: {label} {data_meta.get(key)!r}, "
-                            f"the model expects {meta.get(key)!r}")
+            raise DataError(
+                f"{what} does not fit the checkpoint: {label} {data_meta.get(key)!r}, "
+                f"the model expects {meta.get(key)!r}"
+            )
     if meta.get("preprocess") and meta["preprocess"] != data_meta.get("preprocess"):
         # Encoders fitted on another file (categories, imputed values) would silently shift the inputs.
-        raise DataError(f"{what} is encoded differently from the checkpoint's training table; "
-                        f"evaluate new rows with --csv FILE (they are encoded as in training)")
+        raise DataError(
+            f"{what} is encoded differently from the checkpoint's training table; "
+            f"evaluate new rows with --csv FILE (they are encoded as in training)"
+        )
 
 
 # ----------------------------------------------------------------------------- CSV inputs
@@ -192,8 +208,9 @@ def evaluate(loaded: Loaded, x, y) -> dict[str, float]:
 def predict(loaded: Loaded, x) -> tuple[list[str], list[list]]:
     """Column names and rows: class + probabilities, or mean (+ sigma for probabilistic heads)."""
     run, dev, task = loaded.run, loaded.device, loaded.task
-    out = model_outputs(loaded.model, x.to(dev), run.trainer.eval_batch_size,
-                        autocast_for(run.trainer.precision, dev)).float()
+    out = model_outputs(
+        loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev)
+    ).float()
     if task.task == "classification":
         names = loaded.meta["class_names"]
         p = task.probabilities(out).cpu()

@@ -31,8 +31,9 @@ class Progress:
         width = 30
         done = int(width * i / n)
         rate = i / max(now - self.t0, 1e-9)
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{'=' * done}{' ' * (width - done)}] "
-                          f"{i}/{n} {rate:.0f} it/s")
+        self.stream.write(
+            f"\repoch {self.epoch}/{self.epochs} [{'=' * done}{' ' * (width - done)}] {i}/{n} {rate:.0f} it/s"
+        )
         self.stream.flush()
         self._drawn = True
 

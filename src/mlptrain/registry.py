@@ -39,8 +39,13 @@ class DatasetSpec:
 
 def _synthetic(task: str, classes: int | str | None = None) -> Any:
     def spec(name: str) -> DatasetSpec:
-        return DatasetSpec(SyntheticConfig, "mlptrain.data.synthetic:load_synthetic", task, classes,
-                           make=f"mlptrain.data.synthetic:{name}")
+        return DatasetSpec(
+            SyntheticConfig,
+            "mlptrain.data.synthetic:load_synthetic",
+            task,
+            classes,
+            make=f"mlptrain.data.synthetic:{name}",
+        )
 
     return spec
 
@@ -120,8 +125,9 @@ _L = "mlptrain.losses.likelihoods:"
 LOSSES: dict[str, LossSpec] = {
     "cross_entropy": LossSpec(("classification",), _L + "CrossEntropy", ("label_smoothing",)),
     "nll": LossSpec(("classification",), _L + "NLL"),
-    "mse": LossSpec(("classification", "regression"), {"classification": _L + "Brier", "regression": _L + "MSE"},
-                    ("output",)),
+    "mse": LossSpec(
+        ("classification", "regression"), {"classification": _L + "Brier", "regression": _L + "MSE"}, ("output",)
+    ),
     "bce": LossSpec(("binary",), _L + "BCE"),
     "l1": LossSpec(("regression",), _L + "L1"),
     "huber": LossSpec(("regression",), _L + "Huber", ("huber_delta",)),
@@ -180,8 +186,10 @@ def target_misfit(loss: str, where: str, found: str) -> str:
     """The one-line reason ``loss`` cannot take these targets (``found``: an offending value), naming the
     losses that can."""
     other = [name for name in losses_for("regression") if LOSSES[name].targets == "real"]
-    return (f"{where}: loss={loss} needs {TARGETS[LOSSES[loss].targets]} as targets, but they include {found}"
-            f"; losses for real-valued targets: {', '.join(other)}")
+    return (
+        f"{where}: loss={loss} needs {TARGETS[LOSSES[loss].targets]} as targets, but they include {found}"
+        f"; losses for real-valued targets: {', '.join(other)}"
+    )
 
 
 # ----------------------------------------------------------------------------- model
@@ -200,8 +208,9 @@ INITS = ("default", "kaiming", "xavier", "orthogonal", "normal")
 
 # ----------------------------------------------------------------------------- schedulers
 # name -> "module:function" (cfg, optimizer, sizes) -> mlptrain.optim.Schedule
-SCHEDULERS = {name: f"mlptrain.optim:{name}_schedule"
-              for name in ("none", "step", "exponential", "cosine", "onecycle", "plateau")}
+SCHEDULERS = {
+    name: f"mlptrain.optim:{name}_schedule" for name in ("none", "step", "exponential", "cosine", "onecycle", "plateau")
+}
 
 # ----------------------------------------------------------------------------- loggers
 # trainer.loggers: name -> the class (mlptrain.loggers.base.Logger) that writes it.
@@ -231,8 +240,10 @@ def check_direction(direction: str | None, mode: str | None, what: str) -> None:
     """An optimising sweeper's direction must agree with the mode of the objective the jobs return."""
     if direction is None or mode is None or direction == DIRECTIONS[mode]:
         return
-    raise ConfigError(f"hydra.sweeper.direction: {direction} does not match the objective {what} (mode {mode}); "
-                      f"valid: {DIRECTIONS[mode]} (or change trainer.monitor / trainer.mode)")
+    raise ConfigError(
+        f"hydra.sweeper.direction: {direction} does not match the objective {what} (mode {mode}); "
+        f"valid: {DIRECTIONS[mode]} (or change trainer.monitor / trainer.mode)"
+    )
 
 
 def sweep_direction(sweeper: Any) -> str | None:

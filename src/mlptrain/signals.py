@@ -51,8 +51,11 @@ class GracefulStop:
         self.received, self._at = signum, time.monotonic()
         # os.write, not print: a handler that prints while the loop prints can hit a reentrant-write error.
         again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        os.write(2, f"\nmlptrain: {signal.Signals(signum).name} received: saving after this step "
-                    f"({again} again to stop at once)\n".encode())
+        os.write(
+            2,
+            f"\nmlptrain: {signal.Signals(signum).name} received: saving after this step "
+            f"({again} again to stop at once)\n".encode(),
+        )
 
     @property
     def name(self) -> str:

@@ -73,10 +73,16 @@ def read_job(job: Path) -> dict:
     if status == "running":  # no final status: still running, or killed
         status = "incomplete"
     num = _job_num(job)
-    return {"job": job.name, "num": num if num < 1 << 30 else job.name, "path": job,
-            "overrides": [str(o) for o in overrides], "params": dict(_split(str(o)) for o in overrides),
-            "status": status,
-            "error": metrics.get("error", ""), "metrics": metrics}
+    return {
+        "job": job.name,
+        "num": num if num < 1 << 30 else job.name,
+        "path": job,
+        "overrides": [str(o) for o in overrides],
+        "params": dict(_split(str(o)) for o in overrides),
+        "status": status,
+        "error": metrics.get("error", ""),
+        "metrics": metrics,
+    }
 
 
 def flat_metrics(m: dict) -> dict[str, float]:
@@ -123,8 +129,14 @@ def summarize(sweep_dir: Path) -> dict:
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
         r["columns"] = flat_metrics(r["metrics"]) if r["metrics"] else {}
-    return {"dir": Path(sweep_dir), "rows": rows, "varying": varying, "common": common, "objective": objective,
-            "groups": seed_groups(rows, varying, objective)}
+    return {
+        "dir": Path(sweep_dir),
+        "rows": rows,
+        "varying": varying,
+        "common": common,
+        "objective": objective,
+        "groups": seed_groups(rows, varying, objective),
+    }
 
 
 def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]) -> list[dict]:
@@ -145,9 +157,16 @@ def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]
             values = [v for r in done if (v := _number(r["columns"].get(name))) is not None]
             if values:
                 stats[name] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
-        out.append({"setting": dict(zip(setting_keys, setting)), "jobs": [r["job"] for r in members],
-                    "seeds": [r["params"].get(SEED_KEY) for r in members], "n": len(members),
-                    "completed": len(done), "stats": stats})
+        out.append(
+            {
+                "setting": dict(zip(setting_keys, setting)),
+                "jobs": [r["job"] for r in members],
+                "seeds": [r["params"].get(SEED_KEY) for r in members],
+                "n": len(members),
+                "completed": len(done),
+                "stats": stats,
+            }
+        )
     metric = f"{objective[0]} (best)"
     sign = -1.0 if objective[1] == "max" else 1.0
     out.sort(key=lambda g: (metric not in g["stats"], sign * g["stats"][metric][0] if metric in g["stats"] else 0.0))
@@ -184,9 +203,18 @@ def to_csv(s: dict) -> str:
     w = csv.writer(buf)
     w.writerow(["rank", "job", *s["varying"], "status", *metric_cols, "error", "overrides", "dir"])
     for r in s["rows"]:
-        w.writerow([r["rank"], r["num"], *(r["params"].get(k, "") for k in s["varying"]), r["status"],
-                    *("" if (v := r["columns"].get(c)) is None else v for c in metric_cols), r["error"],
-                    " ".join(r["overrides"]), r["job"]])
+        w.writerow(
+            [
+                r["rank"],
+                r["num"],
+                *(r["params"].get(k, "") for k in s["varying"]),
+                r["status"],
+                *("" if (v := r["columns"].get(c)) is None else v for c in metric_cols),
+                r["error"],
+                " ".join(r["overrides"]),
+                r["job"],
+            ]
+        )
     return buf.getvalue()
 
 
@@ -194,9 +222,14 @@ def to_markdown(s: dict) -> str:
     rows, varying = s["rows"], s["varying"]
     monitor, mode = s["objective"]
     counts = {st: sum(r["status"] == st for r in rows) for st in dict.fromkeys(r["status"] for r in rows)}
-    lines = [f"# Sweep summary: {_shown(s['dir'])}", "",
-             f"{len(rows)} job(s): " + ", ".join(f"{n} {st}" for st, n in counts.items()) + ".  "
-             + (f"Objective: {monitor} ({mode}), best first." if monitor else "No job has reported metrics yet.")]
+    lines = [
+        f"# Sweep summary: {_shown(s['dir'])}",
+        "",
+        f"{len(rows)} job(s): "
+        + ", ".join(f"{n} {st}" for st, n in counts.items())
+        + ".  "
+        + (f"Objective: {monitor} ({mode}), best first." if monitor else "No job has reported metrics yet."),
+    ]
     if s["common"]:
         lines.append(f"Common to every job: `{' '.join(s['common'])}`.")
     test_cols: list[str] = []
@@ -207,9 +240,18 @@ def to_markdown(s: dict) -> str:
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c = r["columns"]
-        cells = [r["rank"], r["num"], *(_value(r["params"].get(k, "")) for k in varying), r["status"], c.get(obj_col),
-                 c.get("best_epoch"), c.get("epochs"), *(c.get(t) for t in test_cols), c.get("train_time_s"),
-                 r["error"]]
+        cells = [
+            r["rank"],
+            r["num"],
+            *(_value(r["params"].get(k, "")) for k in varying),
+            r["status"],
+            c.get(obj_col),
+            c.get("best_epoch"),
+            c.get("epochs"),
+            *(c.get(t) for t in test_cols),
+            c.get("train_time_s"),
+            r["error"],
+        ]
         lines.append("| " + " | ".join(_cell(_fmt(v)) for v in cells) + " |")
     if s["groups"]:
         keys = [k for k in varying if k != SEED_KEY]
@@ -218,10 +260,12 @@ def to_markdown(s: dict) -> str:
         lines += ["", "## Mean ± std over seeds", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for g in s["groups"]:
             stats = [g["stats"].get(c) for c in stat_cols]
-            cells = [*(g["setting"].get(k, "") for k in keys), ",".join(map(str, g["seeds"])),
-                     f"{g['completed']}/{g['n']}",
-                     *("" if st is None else f"{_fmt(st[0])} ± {_fmt(st[1]) if st[1] is not None else '-'}"
-                       for st in stats)]
+            cells = [
+                *(g["setting"].get(k, "") for k in keys),
+                ",".join(map(str, g["seeds"])),
+                f"{g['completed']}/{g['n']}",
+                *("" if st is None else f"{_fmt(st[0])} ± {_fmt(st[1]) if st[1] is not None else '-'}" for st in stats),
+            ]
             lines.append("| " + " | ".join(_cell(str(v)) for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -236,8 +280,11 @@ def write_summary(sweep_dir: Path, s: dict | None = None) -> dict:
 
 
 def failures(s: dict) -> list[str]:
-    return [f"{r['num']}: {r['error'] or r['status']}" for r in sorted(s["rows"], key=lambda r: _job_num(r["path"]))
-            if r["status"] not in DONE]
+    return [
+        f"{r['num']}: {r['error'] or r['status']}"
+        for r in sorted(s["rows"], key=lambda r: _job_num(r["path"]))
+        if r["status"] not in DONE
+    ]
 
 
 # ----------------------------------------------------------------------------- Hydra callback
@@ -287,7 +334,7 @@ def _sweep_dir_of(config, job_dir: Path) -> Path:
     try:
         subdir, text = str(config.hydra.sweep.subdir), str(job_dir)
         if subdir and text.endswith(subdir) and len(text) > len(subdir):
-            return Path(text[:-len(subdir)])
+            return Path(text[: -len(subdir)])
     except Exception:
         pass
     return job_dir.parent
@@ -304,9 +351,11 @@ def _shown(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- mlptrain-summary
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="mlptrain-summary",
-                                 description="Write summary.csv and summary.md for a sweep folder "
-                                             "(finished, failed or interrupted) and print the table.")
+    ap = argparse.ArgumentParser(
+        prog="mlptrain-summary",
+        description="Write summary.csv and summary.md for a sweep folder "
+        "(finished, failed or interrupted) and print the table.",
+    )
     ap.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/2024-01-01/12-00-00")
     args = ap.parse_args(argv)
     if not args.sweep_dir.is_dir():
@@ -314,8 +363,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     s = summarize(args.sweep_dir)
     if not s["rows"]:
-        print(f"mlptrain-summary: error: {args.sweep_dir}: no job folders (with .hydra/overrides.yaml) under it",
-              file=sys.stderr)
+        print(
+            f"mlptrain-summary: error: {args.sweep_dir}: no job folders (with .hydra/overrides.yaml) under it",
+            file=sys.stderr,
+        )
         sys.exit(2)
     write_summary(args.sweep_dir, s)
     print(to_markdown(s), end="")

@@ -93,6 +93,7 @@ class _ResumeOwnDir:
 
 
 if base is not None:
+
     class SlurmLauncher(_ResumeOwnDir, base.SlurmLauncher):
         pass
 

@@ -94,15 +94,17 @@ def _plain_value(o: Any, master: DictConfig) -> bool:
     if not names_a_value(o.key_or_group, master):
         return False
     value = o.value()
-    return not isinstance(value, dict) and not (isinstance(value, list)
-                                                and any(isinstance(v, (dict, list)) for v in value))
+    return not isinstance(value, dict) and not (
+        isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)
+    )
 
 
 def _overrides_dirname(overrides: list, conf: DictConfig) -> str:
     from hydra._internal.config_loader_impl import get_overrides_dirname
 
-    return get_overrides_dirname(overrides=overrides, kv_sep=conf.kv_sep, item_sep=conf.item_sep,
-                                 exclude_keys=conf.exclude_keys)
+    return get_overrides_dirname(
+        overrides=overrides, kv_sep=conf.kv_sep, item_sep=conf.item_sep, exclude_keys=conf.exclude_keys
+    )
 
 
 def register() -> None:
@@ -141,5 +143,6 @@ def _register_optuna() -> None:
         _target_: str = f"{MlptrainOptunaSweeper.__module__}.MlptrainOptunaSweeper"
 
     Plugins.instance().register(MlptrainOptunaSweeper)
-    ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=MlptrainOptunaSweeperConf,
-                                 provider="mlptrain")
+    ConfigStore.instance().store(
+        group="hydra/sweeper", name="optuna", node=MlptrainOptunaSweeperConf, provider="mlptrain"
+    )

@@ -28,7 +28,12 @@ def app_help(argv: list[str]) -> bool:
         return False
     groups = "".join(f"{g}: {', '.join(opts)}\n" for g, opts in sorted(config_groups().items()))
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    print(string.Template(template).substitute(
-        FLAGS_HELP=args_help(), HYDRA_CONFIG_GROUPS="", APP_CONFIG_GROUPS=groups,
-        CONFIG=OmegaConf.to_yaml(job, resolve=args.resolve)))
+    print(
+        string.Template(template).substitute(
+            FLAGS_HELP=args_help(),
+            HYDRA_CONFIG_GROUPS="",
+            APP_CONFIG_GROUPS=groups,
+            CONFIG=OmegaConf.to_yaml(job, resolve=args.resolve),
+        )
+    )
     return True

@@ -62,8 +62,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     except Exception:
         stored_parsed = []
     mine = {_key(o) for o in given}
-    inherited = [o.input_line for o in stored_parsed
-                 if _key(o) not in mine and _key(o) != RESUME_KEY and not _key(o).startswith("hydra")]
+    inherited = [
+        o.input_line
+        for o in stored_parsed
+        if _key(o) not in mine and _key(o) != RESUME_KEY and not _key(o).startswith("hydra")
+    ]
     extra = []
     run_dir = run_dir_of(target)
     if run_dir is not None and "hydra.run.dir" not in mine:

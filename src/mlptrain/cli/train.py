@@ -45,8 +45,17 @@ def hparams_of(raw: dict, choices: dict, overrides: list[str]) -> dict:
     """HParams for TensorBoard: the same keys for every job (group choices and the main knobs),
     plus every key overridden on the command line (identical across the jobs of one sweep)."""
     flat = flatten(raw)
-    keys = ["seed", "optim.lr", "optim.weight_decay", "trainer.batch_size", "trainer.epochs", "model.hidden",
-            "model.activation", "model.dropout", "model.norm"]
+    keys = [
+        "seed",
+        "optim.lr",
+        "optim.weight_decay",
+        "trainer.batch_size",
+        "trainer.epochs",
+        "model.hidden",
+        "model.activation",
+        "model.dropout",
+        "model.norm",
+    ]
     out = {g: str(choices.get(g)) for g in ("dataset", "model", "loss", "optim", "scheduler")}
     for o in overrides:
         k = o.split("=", 1)[0].lstrip("+~")
@@ -70,8 +79,13 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def run(cfg: DictConfig, out_dir: Path, choices: dict | None = None, overrides: list[str] | None = None,
-        direction: str | None = None) -> dict:
+def run(
+    cfg: DictConfig,
+    out_dir: Path,
+    choices: dict | None = None,
+    overrides: list[str] | None = None,
+    direction: str | None = None,
+) -> dict:
     """Validate and train one job; returns the metrics dict (also written to ``out_dir/metrics.json``).
     ``direction`` (minimize/maximize): the sweeper's, checked against the objective's mode."""
     run_cfg = parse(cfg)
@@ -174,5 +188,3 @@ def main() -> None:
     if failed:
         print(f"mlptrain: error: {len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
         sys.exit(EXIT_FAILED)
-
-

@@ -71,7 +71,7 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int):
     n_test = max(1, round(n * test_fraction)) if test_fraction else 0
     if n - n_val - n_test < 1:
         raise DataError(f"dataset: {n} rows are too few to split into train/val/test")
-    return perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test]
+    return perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]
 
 
 def standardisation(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,8 +60,11 @@ def _read(path: Path, key: dict) -> DataBundle | None:
 
 
 def _write(path: Path, key: dict, sources: list[str], bundle: DataBundle) -> None:
-    blob = {"key": key, "sources": _fingerprint(sources),
-            "bundle": {f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)}}
+    blob = {
+        "key": key,
+        "sources": _fingerprint(sources),
+        "bundle": {f.name: getattr(bundle, f.name) for f in dataclasses.fields(bundle)},
+    }
     try:
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, lambda f: torch.save(blob, f))

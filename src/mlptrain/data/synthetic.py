@@ -67,8 +67,7 @@ def sine(cfg, g):
 def friedman1(cfg, g):
     n, d, noise = cfg.n_samples, cfg.n_features, cfg.noise
     x = torch.rand(n, d, generator=g)
-    y = (10 * torch.sin(math.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2
-         + 10 * x[:, 3] + 5 * x[:, 4])
+    y = 10 * torch.sin(math.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3] + 5 * x[:, 4]
     return x, y + noise * torch.randn(n, generator=g)
 
 
@@ -119,8 +118,14 @@ def load_synthetic(cfg) -> DataBundle:
     return DataBundle(
         name=cfg.name,
         task="classification" if classification else "regression",
-        x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=x[te], y_test=y[te],
-        x_mean=mean, x_std=std,
+        x_train=x[tr],
+        y_train=y[tr],
+        x_val=x[va],
+        y_val=y[va],
+        x_test=x[te],
+        y_test=y[te],
+        x_mean=mean,
+        x_std=std,
         class_names=[str(c) for c in range(n_classes(cfg))] if classification else None,
         input_shape=(x.shape[1],),
     )

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
 from mlptrain.data.bundle import DataBundle, DataError, split_indices
+from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number
 
 log = logging.getLogger("mlptrain")
 
@@ -34,8 +33,11 @@ class Table:
     def __init__(self, path: str, key: str, delimiter: str):
         self.path, self.key = path, key
         if not os.path.isfile(path):
-            raise DataError(f"{key}: file not found: {path}" if not os.path.isdir(path)
-                            else f"{key}: {path} is a folder; give the path of a CSV file")
+            raise DataError(
+                f"{key}: file not found: {path}"
+                if not os.path.isdir(path)
+                else f"{key}: {path} is a folder; give the path of a CSV file"
+            )
         rows, lines = [], []
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
@@ -63,8 +65,10 @@ class Table:
         width = len(self.header)
         for row, line in zip(rows, lines):
             if len(row) != width:
-                raise DataError(f"{key}: {path} line {line} has {len(row)} fields, the header has {width} "
-                                f"(delimiter {delimiter!r}; set dataset.delimiter if it differs)")
+                raise DataError(
+                    f"{key}: {path} line {line} has {len(row)} fields, the header has {width} "
+                    f"(delimiter {delimiter!r}; set dataset.delimiter if it differs)"
+                )
         self.lines = lines
         self.columns = {h: list(map(str.strip, col)) for h, col in zip(self.header, zip(*rows))}
 
@@ -80,75 +84,10 @@ class Table:
         return f"{self.key}: {self.path} line {self.lines[i]}, column {column!r}"
 
 
-# ----------------------------------------------------------------------------- cells
-def _number(value: str) -> float | None:
-    try:
-        x = float(value)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def _is_int(value: str) -> bool:
-    v = value[1:] if value[:1] in "+-" else value
-    return v.isdigit()
-
-
-class Cells:
-    """Missing-value tokens and the policy for them, shared by fitting and encoding.
-
-    Values reaching here are stripped strings; this runs once per cell, so it is kept lean."""
-
-    def __init__(self, na_values: Iterable[str], missing: str):
-        self.na = {v.strip().lower() for v in na_values}
-        self.na_numbers = {x for x in map(_number, self.na) if x is not None}  # e.g. -999 also as -999.0
-        self.missing = missing
-
-    def is_missing(self, value: str) -> bool:
-        return value.lower() in self.na
-
-    def parse(self, values: Sequence[str]) -> tuple[list[float | None], list[int]]:
-        """A column's numbers (None for a missing cell) and the positions of cells that are neither."""
-        na, na_numbers = self.na, self.na_numbers
-        if not na_numbers:
-            try:  # the common case, a complete numeric column, at C speed
-                out = list(map(float, values))
-                if all(map(math.isfinite, out)):
-                    return out, []
-            except ValueError:
-                pass
-        out = []
-        bad = []
-        for i, v in enumerate(values):
-            try:
-                x = float(v)
-            except ValueError:
-                x = None
-            if x is not None and math.isfinite(x) and x not in na_numbers:
-                out.append(x)
-                continue
-            out.append(None)
-            if v.lower() not in na and x not in na_numbers:
-                bad.append(i)
-        return out, bad
-
-    def numbers(self, values: Sequence[str], where) -> list[float | None]:
-        """Parse a numeric column; any cell that is neither a number nor missing is an error."""
-        out, bad = self.parse(values)
-        if bad:
-            v = values[bad[0]]
-            raise DataError(f"{where(bad[0])}: {v!r} is not a number, but the column is numeric; fix the cell, "
-                            f"add {v!r} to dataset.na_values, or list the column in dataset.categorical")
-        return out
-
-    def reject_missing(self, where: str) -> DataError:
-        return DataError(f"{where}: missing value (dataset.missing=error); fill it in, "
-                         f"or set dataset.missing=mean, median or most_frequent to impute")
-
-
 # ----------------------------------------------------------------------------- fitting
-def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str], table: Table,
-                rows: list[int]) -> tuple[dict, list[float | None] | None]:
+def _fit_column(
+    name: str, values: list[str], cells: Cells, categorical: set[str], table: Table, rows: list[int]
+) -> tuple[dict, list[float | None] | None]:
     """How to encode one feature: its kind, and from the training rows its categories and the fill value
     for missing cells; with, for a numeric column, its parsed cells (so encoding does not parse them again).
     A column is numeric when most of its cells are numbers; its other cells are then errors, reported
@@ -156,8 +95,10 @@ def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str
     parsed, bad = cells.parse(values)
     n_missing = parsed.count(None) - len(bad)
     if n_missing == len(values):
-        raise DataError(f"dataset.features: column {name!r} of {table.path} has no values (all missing); "
-                        f"leave it out with dataset.features=[...]")
+        raise DataError(
+            f"dataset.features: column {name!r} of {table.path} has no values (all missing); "
+            f"leave it out with dataset.features=[...]"
+        )
     if name not in categorical and (len(values) - n_missing - len(bad)) > len(bad):
         if bad:
             cells.numbers(values, lambda i: table.where(i, name))  # raises for the first bad cell
@@ -170,8 +111,10 @@ def _fit_column(name: str, values: list[str], cells: Cells, categorical: set[str
     present = [values[i] for i in rows if not cells.is_missing(values[i])]
     if not present:
         raise DataError(f"dataset.features: column {name!r} has no values in the training split")
-    return ({"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)},
-            None)
+    return (
+        {"name": name, "kind": "categorical", "categories": sorted(set(present)), "fill": _most_frequent(present)},
+        None,
+    )
 
 
 def _most_frequent(values):
@@ -182,25 +125,28 @@ def _most_frequent(values):
 def _fit_target(values: list[str], task: str, target: str) -> tuple[str, list[str] | None]:
     """The task (from ``dataset.task`` or the target's values) and, for classification, the class names."""
     if task == "auto":
-        if all(_is_int(v) for v in values):
+        if all(is_int(v) for v in values):
             task = "classification"
-        elif all(_number(v) is not None for v in values):
+        elif all(parse_number(v) is not None for v in values):
             task = "regression"
         else:
             task = "classification"
         log.info("dataset.target %r: %s task inferred from its values (set dataset.task to change it)", target, task)
     if task == "regression":
         return task, None
-    if all(_is_int(v) for v in values):
+    if all(is_int(v) for v in values):
         classes = [str(c) for c in sorted({int(v) for v in values})]
     else:
         classes = sorted(set(values))
     if len(classes) < 2:
-        raise DataError(f"dataset.target: column {target!r} has a single value {classes[0]!r}; "
-                        f"a classifier needs at least two classes")
-    if len(classes) > 50 and all(_is_int(v) for v in values):
-        log.warning("dataset.target %r: %d integer classes; for a quantity set dataset.task=regression",
-                    target, len(classes))
+        raise DataError(
+            f"dataset.target: column {target!r} has a single value {classes[0]!r}; "
+            f"a classifier needs at least two classes"
+        )
+    if len(classes) > 50 and all(is_int(v) for v in values):
+        log.warning(
+            "dataset.target %r: %d integer classes; for a quantity set dataset.task=regression", target, len(classes)
+        )
     return task, classes
 
 
@@ -208,91 +154,23 @@ def _targets(values: list[str], task: str, classes: list[str] | None, table: Tab
     if task == "regression":
         out = []
         for i, v in enumerate(values):
-            x = _number(v)
+            x = parse_number(v)
             if x is None:
                 raise DataError(f"{table.where(i, target)}: {v!r} is not a number, but the regression target must be")
             out.append(x)
         return torch.tensor(out, dtype=torch.float32)
     index = {c: k for k, c in enumerate(classes)}
-    ints = all(_is_int(c) for c in classes)
+    ints = all(is_int(c) for c in classes)
     out = []
     for i, v in enumerate(values):
-        k = index.get(str(int(v)) if ints and _is_int(v) else v)
+        k = index.get(str(int(v)) if ints and is_int(v) else v)
         if k is None:
-            raise DataError(f"{table.where(i, target)}: class {v!r} does not occur in {target!r} of the "
-                            f"training file; classes: {', '.join(classes)}")
+            raise DataError(
+                f"{table.where(i, target)}: class {v!r} does not occur in {target!r} of the "
+                f"training file; classes: {', '.join(classes)}"
+            )
         out.append(k)
     return torch.tensor(out, dtype=torch.long)
-
-
-# ----------------------------------------------------------------------------- encoding
-def encoded_names(preprocess: dict) -> list[str]:
-    """The model's input columns: a numeric feature as itself, a categorical one as ``name=category``."""
-    names = []
-    for col in preprocess["columns"]:
-        names += [col["name"]] if col["kind"] == "numeric" else [f"{col['name']}={c}" for c in col["categories"]]
-    return names
-
-
-def _encode(preprocess: dict, columns: Mapping[str, Sequence[str]], where,
-            parsed_numbers: Mapping[str, list[float | None]] | None = None) -> torch.Tensor:
-    """Encode raw (stripped string) columns, name -> values, into the model's float inputs.
-    ``parsed_numbers``: numeric columns already parsed (and checked) by fitting."""
-    cells = Cells(preprocess["na_values"], preprocess["missing"])
-    parts = []
-    for col in preprocess["columns"]:
-        name, values = col["name"], columns[col["name"]]
-        numeric = col["kind"] == "numeric"
-        parsed = None
-        if numeric:
-            # the lambda is called inside cells.numbers, in this iteration
-            parsed = (parsed_numbers or {}).get(name) or cells.numbers(values, lambda i: where(i, name))  # noqa: B023
-        if cells.missing == "error":  # a numeric column's gaps include NA tokens spelled as numbers (-999.0)
-            gaps = ([i for i, x in enumerate(parsed) if x is None] if numeric
-                    else [i for i, v in enumerate(values) if cells.is_missing(v)])
-            if gaps:
-                raise cells.reject_missing(where(gaps[0], name))
-        if numeric:
-            fill = col["fill"]
-            parts.append(torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)[:, None])
-        else:
-            index = {c: k for k, c in enumerate(col["categories"])}
-            fill, unseen = index[col["fill"]], len(index)
-            idx = torch.tensor([fill if cells.is_missing(v) else index.get(v, unseen) for v in values],
-                               dtype=torch.long)
-            onehot = torch.zeros(len(values), len(index) + 1, dtype=torch.float64)
-            onehot[torch.arange(len(values)), idx] = 1.0
-            parts.append(onehot[:, :-1])  # an unseen category's slot is dropped: all zeros
-    return torch.cat(parts, 1).float()
-
-
-def encode_rows(preprocess: dict, rows: Sequence[Mapping[str, object] | Sequence[object]]) -> torch.Tensor:
-    """Encode new raw rows exactly as the training data was (for predicting from a checkpoint).
-
-    ``preprocess`` is ``DataBundle.preprocess`` (saved in checkpoints as ``ckpt["data"]["preprocess"]``).
-    A row is a mapping from column name to raw value (e.g. a ``csv.DictReader`` row; extra columns
-    such as the target are ignored) or a sequence of raw values in ``preprocess["features"]`` order.
-    Missing values (None or one of the ``na_values``) are imputed as in training; unseen categories
-    encode as all zeros.  Returns a float tensor of shape ``(len(rows), len(encoded_names(preprocess)))``.
-    """
-    features = preprocess["features"]
-    columns: dict[str, list] = {f: [] for f in features}
-    for n, row in enumerate(rows):
-        if isinstance(row, Mapping):
-            absent = [f for f in features if f not in row]
-            if absent:
-                raise DataError(f"row {n + 1}: column {absent[0]!r} is missing; "
-                                f"expected columns: {', '.join(features)}")
-            values = [row[f] for f in features]
-        else:
-            values = list(row)
-            if len(values) != len(features):
-                raise DataError(f"row {n + 1}: {len(values)} values, expected {len(features)} ({', '.join(features)})")
-        for f, v in zip(features, values):
-            columns[f].append("" if v is None else str(v).strip())
-    if not rows:
-        return torch.zeros(0, len(encoded_names(preprocess)))
-    return _encode(preprocess, columns, lambda i, col: f"row {i + 1}, column {col!r}")
 
 
 # ----------------------------------------------------------------------------- the loader
@@ -345,33 +223,55 @@ def load_csv(cfg) -> DataBundle:
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
     columns = [spec for spec, _ in fitted.values()]
     preprocess = {
-        "kind": "csv", "target": target, "task": task, "classes": classes, "features": features,
-        "columns": columns, "na_values": list(cfg.na_values), "missing": cfg.missing,
+        "kind": "csv",
+        "target": target,
+        "task": task,
+        "classes": classes,
+        "features": features,
+        "columns": columns,
+        "na_values": list(cfg.na_values),
+        "missing": cfg.missing,
     }
-    x_main = _encode(preprocess, main.columns, main.where, {f: parsed for f, (_, parsed) in fitted.items() if parsed})
+    x_main = encode_columns(
+        preprocess, main.columns, main.where, {f: parsed for f, (_, parsed) in fitted.items() if parsed}
+    )
     if test:
-        x_test = _encode(preprocess, test.columns, test.where)
+        x_test = encode_columns(preprocess, test.columns, test.where)
         y_test = _targets(test.columns[target], task, classes, test, target)
     else:
         x_test, y_test = x_main[te], y_main[te]
 
     names = encoded_names(preprocess)
-    numeric = torch.tensor([c["kind"] == "numeric" for c in columns
-                            for _ in range(1 if c["kind"] == "numeric" else len(c["categories"]))])
+    numeric = torch.tensor(
+        [c["kind"] == "numeric" for c in columns for _ in range(1 if c["kind"] == "numeric" else len(c["categories"]))]
+    )
     x_train = x_main[tr]
     # Numeric inputs are standardised with training-split statistics (inside the model); one-hot columns stay 0/1.
     mean = torch.where(numeric, x_train.double().mean(0), 0.0).float()
     std = x_train.double().std(0) if len(x_train) > 1 else torch.ones(len(names), dtype=torch.float64)
     std = torch.where(numeric & (std > 1e-12), std, 1.0).float()
     n_cat = sum(c["kind"] == "categorical" for c in columns)
-    log.info("csv %s: %d rows, %d numeric + %d categorical feature(s) -> %d inputs; %s%s", main.path, len(main),
-             len(columns) - n_cat, n_cat, len(names), task,
-             f" with {len(classes)} classes" if classes else "")
+    log.info(
+        "csv %s: %d rows, %d numeric + %d categorical feature(s) -> %d inputs; %s%s",
+        main.path,
+        len(main),
+        len(columns) - n_cat,
+        n_cat,
+        len(names),
+        task,
+        f" with {len(classes)} classes" if classes else "",
+    )
     return DataBundle(
         name=cfg.name,
         task=task,
-        x_train=x_train, y_train=y_main[tr], x_val=x_main[va], y_val=y_main[va], x_test=x_test, y_test=y_test,
-        x_mean=mean, x_std=std,
+        x_train=x_train,
+        y_train=y_main[tr],
+        x_val=x_main[va],
+        y_val=y_main[va],
+        x_test=x_test,
+        y_test=y_test,
+        x_mean=mean,
+        x_std=std,
         class_names=classes,
         input_shape=(len(names),),
         preprocess={**preprocess, "inputs": names},

@@ -36,7 +36,7 @@ def expected_files(cls) -> tuple[str, list[tuple[str, str | None]]]:
 
 def _one_line(err: BaseException, limit: int = 300) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _open(cls, name: str, root: str, download: bool):
@@ -61,8 +61,10 @@ def _files_error(cls, name: str, root: str, download: bool, err: BaseException) 
         state = "missing or corrupted" if any(os.path.exists(os.path.join(folder, f)) for f in bad) else "not found"
         msg = f"files {state}; {where}: put them there, or set dataset.download=true to fetch them"
     else:
-        msg = (f"could not read the files ({_one_line(err)}); {where}: replace them, "
-               f"or delete them and set dataset.download=true")
+        msg = (
+            f"could not read the files ({_one_line(err)}); {where}: replace them, "
+            f"or delete them and set dataset.download=true"
+        )
     return DataError(f"dataset {name}: {msg}")
 
 
@@ -145,8 +147,14 @@ def load_vision(cfg) -> DataBundle:
     return DataBundle(
         name=cfg.name,
         task="classification",
-        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
-        x_mean=per_pixel(mean), x_std=per_pixel(std),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        x_mean=per_pixel(mean),
+        x_std=per_pixel(std),
         class_names=classes,
         input_shape=shape,
         preprocess={"layout": "NCHW", "dtype": "uint8", "channel_mean": mean.tolist(), "channel_std": std.tolist()},

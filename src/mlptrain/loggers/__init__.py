@@ -25,8 +25,15 @@ def logger_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_loggers(names: list[str], out_dir: Path, resume: ResumePoint | None = None, *, config: dict | None = None,
-                  hparams: dict | None = None, metric_tags: list[str] = ()) -> Fanout:
+def build_loggers(
+    names: list[str],
+    out_dir: Path,
+    resume: ResumePoint | None = None,
+    *,
+    config: dict | None = None,
+    hparams: dict | None = None,
+    metric_tags: list[str] = (),
+) -> Fanout:
     """Open the loggers ``names`` in the run dir ``out_dir``, each cut back to ``resume`` (the resume
     contract, :mod:`mlptrain.loggers.base`).  A logger that starts a new record gets the run's header:
     the resolved ``config`` as text and the HParams; one that continues a stopped run's has them."""

@@ -123,10 +123,10 @@ class CSVLogger(NullLogger):  # NullLogger: the no-ops for what a CSV does not h
         self._write(row)
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
-        self.test_columns = [f"test/{t[len(TEST_TAG):]}" for t in metric_tags if t.startswith(TEST_TAG)]
+        self.test_columns = [f"test/{t[len(TEST_TAG) :]}" for t in metric_tags if t.startswith(TEST_TAG)]
 
     def hparams_end(self, metrics: dict[str, float], step: int) -> None:
-        test = {f"test/{k[len(TEST_TAG):]}": v for k, v in metrics.items() if k.startswith(TEST_TAG)}
+        test = {f"test/{k[len(TEST_TAG) :]}": v for k, v in metrics.items() if k.startswith(TEST_TAG)}
         if test:
             last_step = next((r["step"] for r in reversed(self.rows) if r.get("step")), None)
             self._write({"epoch": step, "step": last_step, **test})

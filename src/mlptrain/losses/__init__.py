@@ -40,7 +40,22 @@ from mlptrain.losses.task import Task, build_task, expected_calibration_error, m
 from mlptrain.registry import DEFAULT_MONITOR, MAXIMISE, METRICS, NOT_MONITORABLE, PROBABILISTIC
 
 __all__ = [
-    "AffineHead", "DEFAULT_MONITOR", "LN20", "Likelihood", "LogRateHead", "MAXIMISE", "METRICS", "NOT_MONITORABLE",
-    "PROBABILISTIC", "PointHead", "ScaleHead", "Task", "Z975", "build_task", "elementwise_nll",
-    "expected_calibration_error", "family_of", "monitor_of",
+    "AffineHead",
+    "DEFAULT_MONITOR",
+    "LN20",
+    "Likelihood",
+    "LogRateHead",
+    "MAXIMISE",
+    "METRICS",
+    "NOT_MONITORABLE",
+    "PROBABILISTIC",
+    "PointHead",
+    "ScaleHead",
+    "Task",
+    "Z975",
+    "build_task",
+    "elementwise_nll",
+    "expected_calibration_error",
+    "family_of",
+    "monitor_of",
 ]

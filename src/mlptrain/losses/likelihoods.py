@@ -271,7 +271,7 @@ class PointRegressor(Regression):
     @torch.no_grad()
     def calibrate(self, head, out, y):
         """Refit the constant spread: the maximum-likelihood value on these residuals."""
-        err = out.float()[:, :self.n_outputs] - y.reshape(len(y), -1).float()
+        err = out.float()[:, : self.n_outputs] - y.reshape(len(y), -1).float()
         head.spread.copy_(self.noise.fit(err).clamp_min(1e-12))
 
 
@@ -304,8 +304,9 @@ class LearnedSpread(Regression):
     power = 2  # how the spread scales with the target's units
 
     def head(self, y_mean, y_std):
-        return ScaleHead(y_mean, y_std, self.name, self.cfg.variance, self.cfg.min_variance, self.power), \
-            2 * self.n_outputs
+        return ScaleHead(
+            y_mean, y_std, self.name, self.cfg.variance, self.cfg.min_variance, self.power
+        ), 2 * self.n_outputs
 
     def predictive(self, out, head):
         d = self.n_outputs
@@ -346,7 +347,7 @@ class PoissonNLL(Regression):
         return F.poisson_nll_loss(out, _columns(y, out), log_input=True, full=False, reduction="sum") / len(y)
 
     def predictive(self, out, head):
-        rate = out[:, :self.n_outputs].exp()
+        rate = out[:, : self.n_outputs].exp()
         return rate, rate  # a Poisson's variance is its mean
 
     def target_problem(self, y):

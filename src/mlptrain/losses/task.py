@@ -117,8 +117,9 @@ def expected_calibration_error(p: torch.Tensor, y: torch.Tensor, bins: int = 15)
     return gap.abs().sum() / max(len(conf), 1)
 
 
-def build_task(loss_cfg, meta: dict, y_mean: torch.Tensor, y_std: torch.Tensor,
-               targets: Sequence[torch.Tensor] = ()) -> Task:
+def build_task(
+    loss_cfg, meta: dict, y_mean: torch.Tensor, y_std: torch.Tensor, targets: Sequence[torch.Tensor] = ()
+) -> Task:
     """Check that the loss fits the dataset's task and build the matching head.
 
     ``targets`` (the splits' targets, when the data is at hand) are checked against what the loss can
@@ -150,8 +151,10 @@ def monitor_of(task: Task, monitor: str, mode: str) -> tuple[str, str]:
     name = task.default_monitor if monitor == "auto" else monitor.removeprefix("val/")
     valid = [m for m in task.metric_names if m not in NOT_MONITORABLE]
     if name not in valid:
-        raise ConfigError(f"trainer.monitor: {name!r} is not a metric this task can select on; "
-                          f"valid choices: auto, {', '.join(valid)}")
+        raise ConfigError(
+            f"trainer.monitor: {name!r} is not a metric this task can select on; "
+            f"valid choices: auto, {', '.join(valid)}"
+        )
     if mode == "auto":
         mode = "max" if name in MAXIMISE else "min"
     return name, mode

@@ -56,14 +56,19 @@ class Dist:
         if self.world == 1 or device.type == "cpu":
             return device
         if device.type != "cuda":
-            raise ConfigError(f"trainer.device: {device.type} cannot train with several processes; "
-                              "valid then: auto, cpu, cuda")
+            raise ConfigError(
+                f"trainer.device: {device.type} cannot train with several processes; valid then: auto, cpu, cuda"
+            )
         if device.index is not None:
-            raise ConfigError(f"trainer.device: {device} would put every rank on one GPU; with several "
-                              "processes use auto or cuda (rank r takes cuda:LOCAL_RANK)")
+            raise ConfigError(
+                f"trainer.device: {device} would put every rank on one GPU; with several "
+                "processes use auto or cuda (rank r takes cuda:LOCAL_RANK)"
+            )
         if self.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.devices: {env_int('LOCAL_WORLD_SIZE', self.world)} processes on this "
-                              f"node but only {torch.cuda.device_count()} CUDA device(s)")
+            raise ConfigError(
+                f"trainer.devices: {env_int('LOCAL_WORLD_SIZE', self.world)} processes on this "
+                f"node but only {torch.cuda.device_count()} CUDA device(s)"
+            )
         torch.cuda.set_device(self.local_rank)
         return torch.device("cuda", self.local_rank)
 
@@ -125,7 +130,7 @@ class Dist:
             return out
         sizes = [n // self.world + (r < n % self.world) for r in range(self.world)]
         padded = out.new_zeros((sizes[0], *out.shape[1:]), dtype=torch.float32)
-        padded[:len(out)] = out
+        padded[: len(out)] = out
         parts = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(parts, padded)
         return torch.cat([p[:s] for p, s in zip(parts, sizes)]).to(out.dtype)

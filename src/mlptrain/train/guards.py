@@ -24,8 +24,9 @@ class Guards:
     def check_finite(self, losses: torch.Tensor, start_step: int, epoch_end: bool = True) -> None:
         if self.p.cfg.nan_policy == "skip_batch":
             if epoch_end and not torch.isfinite(losses).any():
-                raise TrainingError(f"every batch of epoch {self.state.epoch + 1} gave a non-finite loss; "
-                                    + self.kept())
+                raise TrainingError(
+                    f"every batch of epoch {self.state.epoch + 1} gave a non-finite loss; " + self.kept()
+                )
             return
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
@@ -35,7 +36,8 @@ class Guards:
             raise TrainingError(
                 f"loss became non-finite at epoch {self.state.epoch + 1}, step {start_step + i + 1} "
                 f"(lr {self.step_lr(i):.3g}, last finite loss {last}); {self.kept()}. Lower optim.lr, set "
-                f"trainer.grad_clip, or set trainer.nan_policy=skip_batch")
+                f"trainer.grad_clip, or set trainer.nan_policy=skip_batch"
+            )
 
     def check_weights(self, losses: torch.Tensor) -> None:
         """A finite loss can still be followed by an update to inf/NaN weights: check them before a
@@ -48,7 +50,8 @@ class Guards:
         raise TrainingError(
             f"weights became non-finite in epoch {self.state.epoch + 1}, by step {self.state.step} "
             f"(lr {self.step_lr():.3g}, last finite loss {last}); {self.kept()}. Lower optim.lr or set "
-            f"trainer.grad_clip")
+            f"trainer.grad_clip"
+        )
 
     def check_val(self, val: dict, train: dict) -> None:
         """Finite but huge weights can still overflow the forward pass: a model whose validation loss
@@ -58,7 +61,8 @@ class Guards:
         raise TrainingError(
             f"validation loss became non-finite after epoch {self.state.epoch + 1}, step {self.state.step} "
             f"(lr {self.step_lr():.3g}, train loss {train['loss']:.4g}); {self.kept()}. Lower optim.lr or set "
-            f"trainer.grad_clip")
+            f"trainer.grad_clip"
+        )
 
     def step_lr(self, i: int = -1) -> float:
         """The lr step i of this epoch used (default: the last step taken), for divergence messages: a

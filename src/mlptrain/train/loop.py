@@ -32,8 +32,14 @@ log = logging.getLogger("mlptrain")
 
 
 class Trainer:
-    def __init__(self, run: RunConfig, out_dir: Path, hparams: dict | None = None, data: DataBundle | None = None,
-                 overrides: list[str] | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        out_dir: Path,
+        hparams: dict | None = None,
+        data: DataBundle | None = None,
+        overrides: list[str] | None = None,
+    ):
         self.run, self.cfg, self.out_dir = run, run.trainer, Path(out_dir)
         self.parts = p = build(run, data)
         self.state = State()
@@ -47,20 +53,13 @@ class Trainer:
         self._epoch_t0 = 0.0
         self._epoch_rows = 0  # rows the last epoch trained on (all ranks), for its throughput
 
-    # The parts, as the trainer's own attributes (diagnostics and tests read them).
-    device = property(lambda self: self.parts.device)
-    dist = property(lambda self: self.parts.dist)
-    data = property(lambda self: self.parts.data)
-    meta = property(lambda self: self.parts.meta)
-    task = property(lambda self: self.parts.task)
-    monitor = property(lambda self: self.parts.monitor)
-    mode = property(lambda self: self.parts.mode)
-    model = property(lambda self: self.parts.model)
-    optimizer = property(lambda self: self.parts.optimizer)
-    schedule = property(lambda self: self.parts.schedule)
-    train_batches = property(lambda self: self.parts.train_batches)
-    val = property(lambda self: self.parts.val)
-    max_epochs = property(lambda self: self.parts.max_epochs)
+    def __getattr__(self, name: str):
+        """The parts (model, optimizer, schedule, task, data, monitor, mode, ...) as the trainer's own
+        attributes: diagnostics and tests read them."""
+        parts = self.__dict__.get("parts")
+        if parts is None or not hasattr(parts, name):
+            raise AttributeError(name)
+        return getattr(parts, name)
 
     # --------------------------------------------------------------------------- evaluation
     @torch.inference_mode()
@@ -97,8 +96,9 @@ class Trainer:
                 n_steps = min(n_steps, cfg.max_steps - state.step)
             # per-step losses and pre-clip norms, read once at the end
             zeros = lambda n: torch.zeros(n, device=p.device)  # noqa: E731
-            mid = MidEpoch(None, 0, n_steps, state.step, zeros(n_steps), zeros(()),
-                           zeros(n_steps if cfg.grad_clip > 0 else 0))
+            mid = MidEpoch(
+                None, 0, n_steps, state.step, zeros(n_steps), zeros(()), zeros(n_steps if cfg.grad_clip > 0 else 0)
+            )
         else:
             p.schedule.step_lrs = mid.step_lrs
         n_steps, losses, correct = mid.n_steps, mid.losses, mid.correct
@@ -174,19 +174,32 @@ class Trainer:
         if not self.cfg.checkpoint:
             return
         losses, correct = self.dist.epoch_totals(mid.losses, mid.correct)  # DDP: the global batches' values
-        done = losses[:mid.batch]
+        done = losses[: mid.batch]
         self.guards.check_finite(done, mid.start_step, epoch_end=False)
         self.guards.check_weights(done)
-        self.checkpoints.save("last.pt", self.state, self.best_weights, mid_epoch={
-            "order": mid.order.cpu(), "batch": mid.batch, "n_steps": mid.n_steps, "start_step": mid.start_step,
-            "losses": losses.cpu(), "correct": correct.cpu(), "norms": mid.norms.cpu(),
-            "step_lrs": list(self.schedule.step_lrs), "elapsed": time.perf_counter() - self._epoch_t0})
+        self.checkpoints.save(
+            "last.pt",
+            self.state,
+            self.best_weights,
+            mid_epoch={
+                "order": mid.order.cpu(),
+                "batch": mid.batch,
+                "n_steps": mid.n_steps,
+                "start_step": mid.start_step,
+                "losses": losses.cpu(),
+                "correct": correct.cpu(),
+                "norms": mid.norms.cpu(),
+                "step_lrs": list(self.schedule.step_lrs),
+                "elapsed": time.perf_counter() - self._epoch_t0,
+            },
+        )
 
     def _interrupted(self) -> TrainingInterrupted:
         name, s, saved = self._stop.name, self.state, self.checkpoints.last_saved
         if saved:
-            msg = (f"interrupted by {name} after step {s.step}; saved {saved}; "
-                   f"resume with: {resume_command(self.out_dir)}")
+            msg = (
+                f"interrupted by {name} after step {s.step}; saved {saved}; resume with: {resume_command(self.out_dir)}"
+            )
         else:
             msg = f"interrupted by {name} after step {s.step}; no checkpoint written (trainer.checkpoint=false)"
         return TrainingInterrupted(msg, self._stop.exit_code)
@@ -214,8 +227,11 @@ class Trainer:
         out.start(resumed, saved_at)
         stop_reason = "early_stopped" if resumed and early_stop_due(p, state) else "completed"
         val_out = None
-        while (stop_reason == "completed" and state.epoch < p.max_epochs
-               and (cfg.max_steps < 0 or state.step < cfg.max_steps)):
+        while (
+            stop_reason == "completed"
+            and state.epoch < p.max_epochs
+            and (cfg.max_steps < 0 or state.step < cfg.max_steps)
+        ):
             out.progress.start_epoch(state.epoch + 1)
             # time already spent in this epoch before a mid-epoch checkpoint counts too
             self._epoch_t0 = time.perf_counter() - (self._mid.elapsed if self._mid is not None else 0.0)
@@ -245,9 +261,15 @@ class Trainer:
                 state.stop_best, state.bad_epochs = value, 0
             else:
                 state.bad_epochs += 1
-            row = {"epoch": state.epoch, "step": state.step, "lr": lr, "time_s": dt,
-                   "samples_per_s": self._epoch_rows / dt,
-                   **{f"train/{k}": v for k, v in train.items()}, **{f"val/{k}": v for k, v in val.items()}}
+            row = {
+                "epoch": state.epoch,
+                "step": state.step,
+                "lr": lr,
+                "time_s": dt,
+                "samples_per_s": self._epoch_rows / dt,
+                **{f"train/{k}": v for k, v in train.items()},
+                **{f"val/{k}": v for k, v in val.items()},
+            }
             state.history.append(row)
             out.epoch(row, improved, step_lrs, val_out)
             if cfg.checkpoint:
@@ -259,9 +281,14 @@ class Trainer:
             out.write_metrics("running")
             if early_stop_due(p, state):
                 stop_reason = "early_stopped"
-                log.info("early stopping: val/%s has not improved by more than %g for %d epochs "
-                         "(best %.4g at epoch %d)", p.monitor, cfg.early_stopping.min_delta, state.bad_epochs,
-                         state.best_value, state.best_epoch)
+                log.info(
+                    "early stopping: val/%s has not improved by more than %g for %d epochs (best %.4g at epoch %d)",
+                    p.monitor,
+                    cfg.early_stopping.min_delta,
+                    state.bad_epochs,
+                    state.best_value,
+                    state.best_epoch,
+                )
         out.end_training(val_out)
         # Test once, on the weights of the best validation epoch.
         if self.best_weights is not None:

@@ -38,17 +38,30 @@ class RunOutputs:
         p, s = self.p, self.state
         if p.dist.is_main:  # only rank 0 writes events, checkpoints and metrics; rank 0 draws
             resume = ResumePoint(s.epoch, s.step, saved_at) if resumed else None
-            self.loggers = build_loggers(p.cfg.loggers, self.out_dir, resume, config=p.run.raw,
-                                         hparams=self.hparams, metric_tags=self.metric_tags())
+            self.loggers = build_loggers(
+                p.cfg.loggers,
+                self.out_dir,
+                resume,
+                config=p.run.raw,
+                hparams=self.hparams,
+                metric_tags=self.metric_tags(),
+            )
             self.diagnostics = Diagnostics.for_trainer(p, self.loggers)  # None when off or unlogged
             if self.diagnostics and s.epoch == 0 and not resumed:  # a resumed run has them already
                 self.diagnostics.epoch_end(0)  # the initial weights
         self.loggers.flush()  # the run's header (config, hparams, epoch-0 pictures) is on disk before any checkpoint
         self.progress = Progress(p.cfg.progress if p.dist.is_main else "none", p.max_epochs)
-        log.info("model %s: %s parameters on %s\n%s", p.run.model.name, f"{count_parameters(p.model):,}", p.device,
-                 p.model)
-        log.info("data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)", p.meta["name"],
-                 *p.meta["sizes"].values(), p.task.kind, p.monitor, p.mode)
+        log.info(
+            "model %s: %s parameters on %s\n%s", p.run.model.name, f"{count_parameters(p.model):,}", p.device, p.model
+        )
+        log.info(
+            "data %s: %d train / %d val / %d test, task %s, monitor val/%s (%s)",
+            p.meta["name"],
+            *p.meta["sizes"].values(),
+            p.task.kind,
+            p.monitor,
+            p.mode,
+        )
 
     def epoch(self, row: dict, improved: bool, step_lrs: list[float], val_outputs) -> None:
         """A finished epoch: its row to the loggers and the console, then its pictures.
@@ -81,8 +94,9 @@ class RunOutputs:
         self.loggers.hparams_end({f"hparam/{k}": v for k, v in self.final_scalars(test).items()}, self.state.epoch)
         self.loggers.close()
         result = self.write_metrics(status, test)  # last: a "completed" metrics.json means all is written
-        log.info("test: %s (weights of epoch %d)", "  ".join(f"{k} {v:.4f}" for k, v in test.items()),
-                 self.state.best_epoch)
+        log.info(
+            "test: %s (weights of epoch %d)", "  ".join(f"{k} {v:.4f}" for k, v in test.items()), self.state.best_epoch
+        )
         return result
 
     def write_metrics(self, status: str, test: dict | None = None) -> dict:
@@ -102,8 +116,12 @@ class RunOutputs:
             "train_time_s": s.train_time,
             "parameters": count_parameters(p.model),
             # Where and how the job ran (sweeps: which node / worker process, threads per job).
-            "runtime": {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
-                        "device": str(p.device)},
+            "runtime": {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(),
+                "device": str(p.device),
+            },
             "history": s.history,
         }
         if p.dist.is_main:
@@ -125,5 +143,8 @@ class RunOutputs:
         keys = ["train/loss", "train/acc", "val/loss", f"val/{self.p.monitor}"]
         parts = [f"{k} {row[k]:.4f}" for k in dict.fromkeys(keys) if k in row]
         star = " *" if improved else ""
-        return (f"epoch {row['epoch']:>3}/{self.p.max_epochs}  " + "  ".join(parts)
-                + f"  lr {row['lr']:.2e}  {row['time_s']:.2f}s{star}")
+        return (
+            f"epoch {row['epoch']:>3}/{self.p.max_epochs}  "
+            + "  ".join(parts)
+            + f"  lr {row['lr']:.2e}  {row['time_s']:.2f}s{star}"
+        )

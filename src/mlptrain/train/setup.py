@@ -65,8 +65,9 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     task = build_task(run.loss, meta, data.y_mean, data.y_std, targets=(data.y_train, data.y_val, data.y_test))
     monitor, mode = monitor_of(task, cfg.monitor, cfg.mode)
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
-    batches = DeviceBatches(data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank,
-                            world=dist.world)
+    batches = DeviceBatches(
+        data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank, world=dist.world
+    )
     optimizer = build_optimizer(run.optim, model)
     steps_per_epoch = len(batches)
     # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last
@@ -84,6 +85,25 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     wrapped = dist.wrap(model)  # DDP for training steps only; the model itself in one process
     forward = compiled(model)
     train_forward = forward if wrapped is model else compiled(wrapped)  # compile DDP, not inside it
-    return Parts(run, cfg, device, dist, data, meta, task, monitor, mode, model, forward, train_forward, batches,
-                 (data.x_val.to(device), data.y_val.to(device)), optimizer, schedule,
-                 autocast_for(cfg.precision, device), scaler, total_steps, max_epochs)
+    return Parts(
+        run,
+        cfg,
+        device,
+        dist,
+        data,
+        meta,
+        task,
+        monitor,
+        mode,
+        model,
+        forward,
+        train_forward,
+        batches,
+        (data.x_val.to(device), data.y_val.to(device)),
+        optimizer,
+        schedule,
+        autocast_for(cfg.precision, device),
+        scaler,
+        total_steps,
+        max_epochs,
+    )

@@ -26,8 +26,17 @@ log = logging.getLogger("mlptrain")
 
 # What a resume must not change: the saved weights, optimizer and schedule state, the order of the
 # batches and the meaning of "best" all depend on them.
-RESUME_FIXED = ("model", "dataset", "loss", "optim", "scheduler", "seed", "trainer.batch_size", "trainer.monitor",
-                "trainer.mode")
+RESUME_FIXED = (
+    "model",
+    "dataset",
+    "loss",
+    "optim",
+    "scheduler",
+    "seed",
+    "trainer.batch_size",
+    "trainer.monitor",
+    "trainer.mode",
+)
 
 
 @dataclass
@@ -45,10 +54,14 @@ class State:
 
     def state_dict(self, monitor: str, mode: str) -> dict:
         """The checkpoint's keys for these counters (the format predates this class: keep the names)."""
-        return {"epoch": self.epoch, "step": self.step,
-                "best": {"metric": f"val/{monitor}", "mode": mode, "value": self.best_value, "epoch": self.best_epoch},
-                "early_stopping": {"bad_epochs": self.bad_epochs, "best": self.stop_best},
-                "history": self.history, "train_time_s": self.train_time}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": {"metric": f"val/{monitor}", "mode": mode, "value": self.best_value, "epoch": self.best_epoch},
+            "early_stopping": {"bad_epochs": self.bad_epochs, "best": self.stop_best},
+            "history": self.history,
+            "train_time_s": self.train_time,
+        }
 
     def load_state_dict(self, ckpt: dict) -> None:
         self.epoch, self.step, self.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
@@ -86,33 +99,41 @@ class Checkpoints:
             return f"the last good checkpoint is kept: {self.last_saved}"
         return "no checkpoint had been written yet"
 
-    def save(self, name: str, state: State, best_weights: dict | None, mid_epoch: dict | None = None,
-             also: str | None = None) -> None:
+    def save(
+        self, name: str, state: State, best_weights: dict | None, mid_epoch: dict | None = None, also: str | None = None
+    ) -> None:
         """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
         p = self.p
         if p.dist.is_main:  # rank 0 writes; the others' messages name its file
             # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
             best_model = None if (state.best_epoch == state.epoch and mid_epoch is None) else best_weights
-            rng = {"torch": torch.get_rng_state(), "data_order": p.train_batches.generator.get_state(),
-                   "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
+            rng = {
+                "torch": torch.get_rng_state(),
+                "data_order": p.train_batches.generator.get_state(),
+                "python": list(random.getstate()[1]),
+                "python_version": random.getstate()[0],
+            }
             if p.device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(p.device)
             path = self.out_dir / name
-            checkpoint.save(path, {
-                "model": p.model.state_dict(),
-                "optimizer": p.optimizer.state_dict(),
-                "scheduler": p.schedule.state_dict(),
-                "scaler": p.scaler.state_dict() if p.scaler is not None else {},
-                **state.state_dict(p.monitor, p.mode),
-                "config": p.run.raw,
-                "overrides": self.overrides,
-                "data": p.meta,
-                "versions": checkpoint.versions(),
-                "rng": rng,
-                "best_model": best_model,
-                "mid_epoch": mid_epoch,
-                "saved_at": time.time(),  # after the logs so far were flushed: a resume keeps exactly those
-            })
+            checkpoint.save(
+                path,
+                {
+                    "model": p.model.state_dict(),
+                    "optimizer": p.optimizer.state_dict(),
+                    "scheduler": p.schedule.state_dict(),
+                    "scaler": p.scaler.state_dict() if p.scaler is not None else {},
+                    **state.state_dict(p.monitor, p.mode),
+                    "config": p.run.raw,
+                    "overrides": self.overrides,
+                    "data": p.meta,
+                    "versions": checkpoint.versions(),
+                    "rng": rng,
+                    "best_model": best_model,
+                    "mid_epoch": mid_epoch,
+                    "saved_at": time.time(),  # after the logs so far were flushed: a resume keeps exactly those
+                },
+            )
             if also:
                 checkpoint.duplicate(path, self.out_dir / also)
         if "last.pt" in (name, also):
@@ -125,8 +146,10 @@ class Checkpoints:
         ckpt = checkpoint.load(where)
         mismatch = incompatible(ckpt.get("config") or {}, p.run.raw) or data_differs(ckpt.get("data") or {}, p.meta)
         if mismatch:
-            raise ConfigError(f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
-                              f"the run's own settings (start a new run to change them)")
+            raise ConfigError(
+                f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
+                f"the run's own settings (start a new run to change them)"
+            )
         best_weights, mid = None, None
         try:
             p.model.load_state_dict(ckpt["model"])
@@ -150,8 +173,17 @@ class Checkpoints:
             if saved:
                 d = p.device
                 losses, correct = p.dist.resume_totals(saved["losses"].to(d), saved["correct"].to(d))
-                mid = MidEpoch(saved["order"], saved["batch"], saved["n_steps"], saved["start_step"], losses,
-                               correct, saved["norms"].to(d), list(saved["step_lrs"]), saved["elapsed"])
+                mid = MidEpoch(
+                    saved["order"],
+                    saved["batch"],
+                    saved["n_steps"],
+                    saved["start_step"],
+                    losses,
+                    correct,
+                    saved["norms"].to(d),
+                    list(saved["step_lrs"]),
+                    saved["elapsed"],
+                )
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
@@ -159,8 +191,7 @@ class Checkpoints:
             remove_stale_temps(self.out_dir)
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self.last_saved = f"{where_file} ({position(state.epoch, state.step, mid is not None)})"
-        log.info("resumed from %s at epoch %d, step %d%s", where, state.epoch, state.step,
-                 ", mid-epoch" if mid else "")
+        log.info("resumed from %s at epoch %d, step %d%s", where, state.epoch, state.step, ", mid-epoch" if mid else "")
         return best_weights, mid, ckpt.get("saved_at")
 
 
@@ -172,8 +203,11 @@ def early_stop_due(parts: Parts, state: State) -> bool:
 def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
     """Resuming a run (at an epoch's end) that had already finished: its results, instead of running again."""
     cfg = parts.cfg
-    done = (state.epoch >= parts.max_epochs or (cfg.max_steps > 0 and state.step >= cfg.max_steps)
-            or early_stop_due(parts, state))
+    done = (
+        state.epoch >= parts.max_epochs
+        or (cfg.max_steps > 0 and state.step >= cfg.max_steps)
+        or early_stop_due(parts, state)
+    )
     path = Path(out_dir) / "metrics.json"
     if not done or not path.is_file():
         return None
@@ -183,8 +217,12 @@ def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
         return None
     if metrics.get("status") not in ("completed", "early_stopped") or metrics.get("steps") != state.step:
         return None  # it stopped between its last checkpoint and its results: finish them now
-    log.info("nothing to resume: %s finished at epoch %d, step %d (raise trainer.epochs to train longer)",
-             out_dir, state.epoch, state.step)
+    log.info(
+        "nothing to resume: %s finished at epoch %d, step %d (raise trainer.epochs to train longer)",
+        out_dir,
+        state.epoch,
+        state.step,
+    )
     return metrics
 
 
