@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import metrics_csv, mlptrain
 
+from conftest import metrics_csv, mlptrain
 from mlptrain import checkpoint
 from mlptrain.evaluate import eval_main, predict_main
 
@@ -78,8 +78,9 @@ def assert_close(got, want, rel: float, where: str = "") -> None:
         for i, (g, w) in enumerate(zip(got, want)):
             assert_close(g, w, rel, f"{where}[{i}]")
     elif isinstance(want, float) and not isinstance(got, bool):
-        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=rel, abs_tol=rel * 1e-2), \
+        assert isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=rel, abs_tol=rel * 1e-2), (
             f"{where}: {got} != {want}"
+        )
     else:
         assert got == want, f"{where}: {got!r} != {want!r}"
 
@@ -120,8 +121,12 @@ def test_an_old_finished_run_trains_longer(name, tmp_path, monkeypatch):
     assert [h["epoch"] for h in new["history"]] == [1, 2, 3, 4]
     assert new["history"][:2] == old["history"]  # the old rows exactly, wall-clock fields included
     want = RESUMED[name]
-    assert_close({k: untimed(new[k]) for k in want if k != "args"}, {k: v for k, v in want.items() if k != "args"},
-                 rel=1e-5, where=name)
+    assert_close(
+        {k: untimed(new[k]) for k in want if k != "args"},
+        {k: v for k, v in want.items() if k != "args"},
+        rel=1e-5,
+        where=name,
+    )
 
     last, best = (checkpoint.load(run_dir / f) for f in ("last.pt", "best.pt"))
     assert (last["epoch"], last["step"], last["mid_epoch"]) == (4, new["steps"], None)
@@ -144,8 +149,10 @@ def test_an_old_finished_run_resumed_as_it_is_has_nothing_to_resume(name, tmp_pa
     before = {f: (run_dir / f).read_bytes() for f in ("last.pt", "best.pt", "metrics.json")}
     r = mlptrain(f"trainer.resume={run_dir}", cwd=run_dir)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (f"nothing to resume: {run_dir} finished at epoch 2, step {read(run_dir)['steps']} "
-            "(raise trainer.epochs to train longer)") in r.stdout
+    assert (
+        f"nothing to resume: {run_dir} finished at epoch 2, step {read(run_dir)['steps']} "
+        "(raise trainer.epochs to train longer)"
+    ) in r.stdout
     assert "test:" not in r.stdout and not list(run_dir.glob("events.out.tfevents.*"))  # nothing trained
     assert {f: (run_dir / f).read_bytes() for f in before} == before
 
@@ -172,12 +179,15 @@ def test_eval_of_an_old_run_gives_its_test_metrics(name, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "eval.json").read_text()) == result
 
 
-@pytest.mark.parametrize("name, rows, n, columns", [
-    ("cls", "plane.csv", 5, ["prediction", "p_0", "p_1", "p_2"]),  # a header row, then 5 points
-    ("mid", "plane.csv", 5, ["prediction", "p_0", "p_1", "p_2"]),  # an interrupted run's best.pt
-    ("reg", "line.csv", 4, ["mean", "sigma"]),  # 4 values, no header
-    ("csv", "animals_new.csv", 4, ["prediction", "p_cat", "p_dog", "p_fox"]),  # named columns, another order
-])
+@pytest.mark.parametrize(
+    "name, rows, n, columns",
+    [
+        ("cls", "plane.csv", 5, ["prediction", "p_0", "p_1", "p_2"]),  # a header row, then 5 points
+        ("mid", "plane.csv", 5, ["prediction", "p_0", "p_1", "p_2"]),  # an interrupted run's best.pt
+        ("reg", "line.csv", 4, ["mean", "sigma"]),  # 4 values, no header
+        ("csv", "animals_new.csv", 4, ["prediction", "p_cat", "p_dog", "p_fox"]),  # named columns, another order
+    ],
+)
 def test_predict_from_an_old_run(name, rows, n, columns, tmp_path):
     """`mlptrain-predict <dir> input.csv`: the documented columns, one row per input, and the values
     e9fbfd3's mlptrain-predict wrote.  The table's rows are encoded from the checkpoint alone (its
@@ -224,7 +234,11 @@ def test_an_old_run_interrupted_mid_epoch_resumes_from_its_checkpoint_file(tmp_p
     assert (new["epochs"], new["steps"]) == (3, 42) and [h["epoch"] for h in new["history"]] == [1, 2, 3]
     assert new["history"][:1] == old["history"]
     want = RESUMED["mid"]
-    assert_close({k: untimed(new[k]) for k in want if k != "args"}, {k: v for k, v in want.items() if k != "args"},
-                 rel=1e-5, where="mid")
+    assert_close(
+        {k: untimed(new[k]) for k in want if k != "args"},
+        {k: v for k, v in want.items() if k != "args"},
+        rel=1e-5,
+        where="mid",
+    )
     last = checkpoint.load(run_dir / "last.pt")
     assert (last["epoch"], last["step"], last["mid_epoch"]) == (3, 42, None)
