@@ -1,7 +1,7 @@
 """Loggers, chosen with ``trainer.loggers=[tensorboard,csv]`` (docs/loggers.md).
 
-``names.LOGGERS`` maps each name to its class; :func:`build_loggers` imports a class on first use, so
-this package stays torch-free (``mlptrain --help`` and config validation import it).
+``registry.LOGGERS`` maps each name to its class; :func:`build_loggers` imports a class on first use
+(TensorBoard's writer comes in only when a run logs to it).
 """
 
 from __future__ import annotations
