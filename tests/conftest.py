@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -76,3 +78,37 @@ def assert_csv_is_the_history(run_dir: Path) -> None:
     got = [{k: number(v) for k, v in r.items() if v != ""} for r in rows]
     expected = [*metrics["history"], {"epoch": metrics["epochs"], "step": metrics["steps"], **test}]
     assert nan_safe(got) == nan_safe(expected)
+
+
+def call(main, *argv: str) -> tuple[int, str, str]:
+    """Run a console script's main in-process; (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+TIMING = {"time_s", "samples_per_s", "train_time_s"}  # wall-clock fields, which no two runs share
+
+
+def untimed(value):
+    """metrics.json without the wall-clock fields."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def keep_threads():
+    """Restore torch's thread count: trainer.num_threads=1 in an in-process run sets it process-wide."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

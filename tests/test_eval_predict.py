@@ -14,22 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import call
 from mlptrain.evaluate import eval_main, predict_main
-
-
-def call(main, *argv: str) -> tuple[int, str, str]:
-    """Run a command's main in-process; (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

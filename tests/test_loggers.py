@@ -15,16 +15,9 @@ from mlptrain import checkpoint
 from mlptrain.config import ConfigError
 from test_resume import assert_same_run
 
+pytestmark = pytest.mark.usefixtures("keep_threads")
+
 BOTH = "trainer.loggers=[tensorboard,csv]"
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    import torch
-
-    n = torch.get_num_threads()  # trainer.num_threads=1 sets it process-wide
-    yield
-    torch.set_num_threads(n)
 
 
 def events(run_dir):

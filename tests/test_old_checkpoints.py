@@ -5,36 +5,27 @@ Each test works on a copy of a fixture run dir in tmp_path; the fixtures are nev
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import metrics_csv, mlptrain
+from conftest import call, metrics_csv, mlptrain, untimed
 from mlptrain import checkpoint
 from mlptrain.evaluate import eval_main, predict_main
+
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "e9fbfd3"
 EXPECTED = FIXTURES / "expected"
 # What e9fbfd3 itself wrote when it resumed copies of these run dirs (the README's commands):
 # the reference for today's code, with the wall-clock fields left out.
 RESUMED = json.loads((EXPECTED / "resumed.json").read_text())
-TIMING = {"time_s", "samples_per_s", "train_time_s"}
 FINISHED = ["cls", "reg", "csv"]  # spirals, sine + gaussian_nll, a table with a text column; 2 epochs each
 DATASET = {"cls": "spirals", "reg": "sine", "csv": "csv", "mid": "spirals"}
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()  # trainer.num_threads=1 (the runs' own override) sets it process-wide
-    yield
-    torch.set_num_threads(n)
 
 
 def old_run(name: str, tmp_path: Path) -> Path:
@@ -45,26 +36,6 @@ def old_run(name: str, tmp_path: Path) -> Path:
     dst = tmp_path / name
     shutil.copytree(FIXTURES / name, dst, symlinks=False)
     return dst
-
-
-def call(main, *argv: str) -> tuple[int, str, str]:
-    """Run a console script's main in-process; (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
-
-
-def untimed(value):
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
 
 
 def assert_close(got, want, rel: float, where: str = "") -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import assert_csv_is_the_history, metrics_csv, mlptrain
+from conftest import assert_csv_is_the_history, metrics_csv, mlptrain, untimed
 from mlptrain import checkpoint
 from mlptrain.checkpoint import CheckpointError
 from mlptrain.config import ConfigError
+
+pytestmark = pytest.mark.usefixtures("keep_threads")
 
 # ~70 steps an epoch, dropout (so the torch RNG matters), a per-step schedule (its lr/step series is
 # logged per optimizer step, the other scalars per epoch), a mid-epoch checkpoint every 9 steps, and
@@ -34,23 +36,6 @@ RUN = [
     "trainer.num_threads=1",
     "trainer.loggers=[tensorboard,csv]",
 ]
-TIMING = {"time_s", "samples_per_s", "train_time_s"}
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    n = torch.get_num_threads()  # trainer.num_threads=1 sets it process-wide
-    yield
-    torch.set_num_threads(n)
-
-
-def untimed(value):
-    """metrics.json without the wall-clock fields, which no two runs share."""
-    if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if k not in TIMING}
-    if isinstance(value, list):
-        return [untimed(v) for v in value]
-    return value
 
 
 def assert_same_run(ref: Path, resumed: Path) -> None:
