@@ -25,7 +25,8 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("optim.lr=-1", "optim.lr: must be a positive number, got -1"),
         ("model.activation=relux", "model.activation: unknown value 'relux'; valid choices: relu, sigmoid"),
         ("dataset=nope", "dataset=nope: unknown option for group 'dataset'; valid choices: blobs"),
-        ("trainer.epochs=-1", "trainer.epochs: must be >= 0"),
+        ("trainer.epochs=-1", "trainer.epochs: must be >= 1, got -1"),
+        ("trainer.epochs=0", "trainer.epochs: must be >= 1, got 0 (to evaluate a trained run: mlptrain-eval <run"),
         ("trainer.max_steps=18446744073709551616", "trainer.max_steps: must be < 2**63, got 18446744073709551616"),
         ("dataset=spi\nrals", "dataset=spi\\nrals: unknown option for group 'dataset'"),
         ("trainer.batch_size=0", "trainer.batch_size: must be >= 1"),
@@ -33,9 +34,9 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),
         ("model.hidden=[8,-2]", "model.hidden: sizes must be positive integers"),
         ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
-        ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; valid keys: epochs"),
+        ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; did you mean trainer.epochs? valid keys: epochs"),
         ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
-        ("optim.nosuch=2", "Could not override 'optim.nosuch'. To append to your config use +optim.nosuch=2"),
+        ("optim.nosuch=2", "optim.nosuch: unknown key; valid keys in optim (optim=sgd): _target_, _partial_, lr"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, override, needle):
@@ -108,8 +109,8 @@ def test_glob_sweep_over_a_group_runs_each_matching_option(tmp_path):
     "args, needle",
     [
         (["--cfg", "job", "dataset=bogus"], "dataset=bogus: unknown option for group 'dataset'; valid choices: blobs"),
-        (["--cfg", "job", "foo=1"], "Could not override 'foo'. To append to your config use +foo=1"),
-        (["--info", "config", "optim.nosuch=2"], "Could not override 'optim.nosuch'. To append to your config use +"),
+        (["--cfg", "job", "foo=1"], "foo: unknown key; valid keys in the config: dataset, experiment"),
+        (["--info", "config", "optim.nosuch=2"], "optim.nosuch: unknown key; valid keys in optim (optim=adam): "),
     ],
 )
 def test_cfg_and_info_report_bad_overrides_in_one_line(tmp_path, args, needle):

@@ -180,6 +180,7 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
     from mlptrain.cli.resume import resume_argv
 
     given = ["dataset=moons", "trainer.epochs=1", "dataset.n_samples=120", "model.hidden=[8]", "trainer.progress=none"]
+    given.append("scheduler=step")  # a per-epoch schedule: a resume may extend it (cosine spans the run)
     run_dir = tmp_path / "outputs" / "day" / "run"
     cli.run(make_cfg(*given), run_dir, overrides=given)
     (run_dir / "mlptrain.log").write_text("first run\n")
@@ -189,6 +190,7 @@ def test_resume_command_line_inherits_the_runs_overrides_and_dir(make_cfg, tmp_p
         "dataset.n_samples=120",
         "model.hidden=[8]",
         "trainer.progress=none",
+        "scheduler=step",
         f"trainer.resume={run_dir}",
         "trainer.epochs=3",
         f"hydra.run.dir={run_dir}",
@@ -240,7 +242,7 @@ def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_
     from mlptrain import cli
     from mlptrain.cli.resume import run_dir_of
 
-    train(out=tmp_path / "first")
+    train("scheduler=step", out=tmp_path / "first")  # a per-epoch schedule: the resume may extend it
     copied = tmp_path / "elsewhere" / "x.pt"
     copied.parent.mkdir()
     shutil.copy(tmp_path / "first" / "last.pt", copied)
@@ -252,6 +254,7 @@ def test_a_checkpoint_copied_elsewhere_resumes_into_a_fresh_run_dir(train, make_
             "model.hidden=[8]",
             "trainer.progress=none",
             "trainer.epochs=2",
+            "scheduler=step",
             f"trainer.resume={copied}",
         ),
         new,

@@ -60,11 +60,15 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
     assert not list(run_dir.glob(".*.tmp"))
 
-    if signum == signal.SIGTERM:  # the printed command, run as printed, finishes the run in the same dir
+    if signum == signal.SIGTERM:  # the printed command, run as printed anywhere, finishes the run in its dir
         cmd = shlex.split(last.split("; resume with: ", 1)[1])
         assert cmd[0] == "mlptrain"
-        r = mlptrain(*cmd[1:], cwd=tmp_path)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        r = mlptrain(*cmd[1:], cwd=elsewhere)
         assert r.returncode == 0, r.stderr
+        where = last.split(" (", 1)[1].split(")", 1)[0]  # e.g. "epoch 2, step 60, mid-epoch"
+        assert f"resumed from {run_dir} at {where}\n" in r.stdout  # the same point, numbered the same way
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["epochs"] == 10
         assert list((tmp_path / "outputs").glob("*/*")) == [run_dir]

@@ -107,7 +107,8 @@ def test_quick_help_renders_the_template_with_overrides(tmp_path):
     assert "name: moons" in r.stdout and "- 3" in r.stdout and "hydra:" not in r.stdout
     bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "mlptrain: error: Could not override 'nosuch'. To append to your config use +nosuch=1"
+        "mlptrain: error: nosuch: unknown key; valid keys in the config: dataset, experiment, hparams_search, loss, "
+        "model, optim, scheduler, seed, trainer"
     )
 
 
@@ -118,7 +119,8 @@ def test_sweep_checks_every_structure_before_its_first_job(tmp_path):
     r = mlptrain("-m", "dataset=moons,mnist", "dataset.n_samples=100", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == (
-        "mlptrain: error: Could not override 'dataset.n_samples'. To append to your config use +dataset.n_samples=100"
+        "mlptrain: error: dataset.n_samples: unknown key; valid keys in dataset (dataset=mnist): name, data_dir, "
+        "download, val_fraction, seed"
     )
     assert not (tmp_path / "outputs").exists()
 

@@ -9,8 +9,11 @@ Torch-free: the CLI imports it before anything heavy.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import itertools
 import os
+import re
 import shlex
 import sys
 from importlib import resources
@@ -22,8 +25,10 @@ from hydra._internal.hydra import Hydra
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mlptrain import dataset_config, schemas
 from mlptrain.config import parse
 from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
 from mlptrain.parallel.env import from_rank0
@@ -46,11 +51,124 @@ def args_help() -> str:
 def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
     """The config these overrides compose to (``hydra``: with Hydra's own node), errors as one line."""
     check_group_overrides(overrides)
+    check_grammar(overrides)
     try:
         with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
             return compose(config_name="config", overrides=overrides, return_hydra_config=hydra)
     except Exception as e:  # Hydra's compose errors, as one line
-        raise compose_error(e) from None
+        raise compose_error(e, overrides) from None
+
+
+# ----------------------------------------------------------------------------- plain words
+def check_grammar(overrides: list[str]) -> None:
+    """An override Hydra's grammar cannot read (``optim.lr=1;2``, ``model.hidden=[8,]``) fails here,
+    one at a time so the message names it, in plain words instead of the parser's."""
+    parser = OverridesParser.create()
+    for arg in overrides:
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            raise ConfigError(grammar_message(arg)) from None
+
+
+def grammar_message(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    if not sep:
+        return f"{printable(arg)}: expected key=value (e.g. trainer.epochs=10) or group=option (e.g. dataset=moons)"
+    text = value.replace("\\", "\\\\").replace('"', '\\"')
+    hint = "a list is written [8,16] (no trailing comma); " if "[" in value or "]" in value else ""
+    return (
+        f"{key}: cannot read the value {printable(value)}: {hint}characters such as ; , [ ] ( ) = quotes and "
+        f"spaces have a meaning in an override; to pass them as text, put double quotes inside shell quotes: "
+        f"'{key}=\"{printable(text)}\"'"
+    )
+
+
+def _list_keys() -> set[str]:
+    """The keys whose value is a list (model.hidden, trainer.loggers, dataset.features, ...), from the schemas."""
+    keys = set()
+    for prefix, module in (("", schemas), ("dataset.", dataset_config)):
+        for cls in vars(module).values():
+            if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+                group = prefix or cls.__name__.removesuffix("Config").lower() + "."
+                keys.update(group + f.name for f in dataclasses.fields(cls) if str(f.type).startswith("list"))
+    return keys
+
+
+def listify(argv: list[str]) -> list[str]:
+    """A list key given one plain value (``model.hidden=64``, a sweep ``model.hidden=64,128``) means a list of
+    that one value: rewrite it as ``model.hidden=[64]`` (``[64],[128]``) before Hydra, which refuses it."""
+    keys, out = _list_keys(), []
+    parser = OverridesParser.create()
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in keys and value and not re.search(r"[\[\](){}$'\"]", value):
+            try:
+                o = parser.parse_overrides([arg])[0]
+            except OverrideParseException:
+                out.append(arg)  # check_grammar words it
+                continue
+            if o.value() is not None and (not o.is_sweep_override() or o.is_discrete_sweep()):
+                arg = f"{key}=" + ",".join(f"[{v.strip()}]" for v in value.split(","))
+        out.append(arg)
+    return out
+
+
+def _base_config(overrides: list[str]) -> DictConfig:
+    """The config of the group choices among ``overrides`` (the first option of a swept group), for naming
+    the keys that exist; the plain defaults if even that cannot compose."""
+    groups = config_groups()
+    chosen = []
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key in groups and value:
+            chosen.append(f"{key}={value.split(',')[0]}")
+    for attempt in (chosen, []):
+        try:
+            with initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+                return compose(config_name="config", overrides=attempt, return_hydra_config=True)
+        except Exception:  # a bad group option is check_group_overrides' to word
+            continue
+    return OmegaConf.create({})
+
+
+def _keys_of(node, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in node.items():
+        out.append(prefix + str(k))
+        if isinstance(v, dict):
+            out += _keys_of(v, f"{prefix}{k}.")
+    return out
+
+
+def unknown_key_message(key: str, cfg: DictConfig) -> str:
+    """``trainer.batchsize: unknown key; did you mean trainer.batch_size? valid keys in trainer: ...``."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    choices = (tree.pop("hydra", None) or {}).get("runtime", {}).get("choices", {})
+    every = _keys_of(tree)
+    top = sorted(set(tree) | set(config_groups()))
+    parent, _, leaf = key.rpartition(".")
+    node = tree
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    if "." not in key:
+        nested = [k for k in every if k.endswith("." + key)]  # a nested key given at the top level
+        guesses = nested or difflib.get_close_matches(key, top, n=3)
+    elif isinstance(node, dict):  # a typo inside an existing group: trainer.batchsize
+        guesses = [f"{parent}.{g}" for g in difflib.get_close_matches(leaf, [str(k) for k in node], n=3, cutoff=0.7)]
+    else:  # a typo in the group: traner.epochs
+        guesses = difflib.get_close_matches(key, every, n=3, cutoff=0.75)
+    if isinstance(node, dict) and parent:
+        where, valid = parent, list(node)
+        if choices.get(parent):  # a group's keys depend on its option
+            where += f" ({parent}={choices[parent]})"
+    else:
+        where, valid = "the config", top
+    if len(guesses) > 1:  # only the ones as close as the closest
+        score = lambda g: difflib.SequenceMatcher(None, key, g).ratio()  # noqa: E731
+        guesses = [g for g in guesses if score(g) >= score(guesses[0]) - 0.05]
+    hint = f"did you mean {' or '.join(guesses)}? " if guesses else ""
+    return f"{printable(key)}: unknown key; {hint}valid keys in {where}: {', '.join(map(str, valid))}"
 
 
 # ----------------------------------------------------------------------------- output dirs
@@ -147,14 +265,29 @@ def _sweep_values(value: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- ahead of Hydra
-def compose_error(e: Exception) -> ConfigError:
-    """Hydra's composition error, in its own words, on one line."""
+UNKNOWN_KEY = re.compile(r"Could not (?:override|delete from config\. The key) '([^']+)'")
+
+
+def compose_error(e: Exception, base: list[str] | DictConfig | None = None) -> ConfigError:
+    """Hydra's composition error on one line: an unknown key named with its likely meaning (``base``: the
+    overrides, or the config, it was composed from), the scalar-for-a-list mismatch in plain words, any
+    other in Hydra's own words."""
     text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    if isinstance(e, OverrideParseException):
+        bad = re.search(r"(\S+=\S*)", text)
+        return ConfigError(grammar_message(bad.group(1)) if bad else text.split(" See https")[0])
+    unknown = UNKNOWN_KEY.search(text)
+    if unknown and base is not None:
+        cfg = base if isinstance(base, DictConfig) else _base_config(list(base))
+        return ConfigError(unknown_key_message(unknown.group(1).lstrip("+~"), cfg))
+    if "is not a ListConfig" in text:
+        key = text.split(":")[0]
+        return ConfigError(f"{key}: expected a list, e.g. {key}=[64,64] (brackets, comma-separated)")
     text = text.split(" full_key:")[0].split(" Config search path:")[0]  # the folders searched: noise here
     return ConfigError(text + _plugin_hint(text))
 
 
-def precompose(argv: list[str]) -> None:
+def precompose(argv: list[str]) -> DictConfig | None:
     """Compose the config once before Hydra does, so that any compose-time problem (a key that
     does not exist, a malformed override) is reported in one line instead of Hydra's multi-line
     report.  A sweep (its command-line sweeps and, for the basic sweeper, ``hydra.sweeper.params``
@@ -176,7 +309,9 @@ def precompose(argv: list[str]) -> None:
     # Options found through hydra.searchpath are not in config_groups(): composing judges them.
     if not any(a.lstrip("+~").startswith("hydra.searchpath=") for a in args.overrides):
         check_group_overrides(args.overrides)
+    check_grammar(args.overrides)
     composed: dict[tuple, DictConfig] = {}
+    failing = None  # the sweep structure being composed (its group choices name the keys that exist)
 
     def compose_once(overrides: list[str]) -> DictConfig:
         if tuple(overrides) not in composed:
@@ -193,19 +328,58 @@ def precompose(argv: list[str]) -> None:
                 primary = compose_once([o.input_line for o in parsed if not o.is_sweep_override()])
                 sweep = parser.parse_overrides(sweeper_params(primary)) + parsed
                 _check_hydra_sweeps(sweep)
-            cfgs = [compose_once(c) for c in structures(sweep, primary)]
+            cfgs, failing = [], None
+            for failing in structures(sweep, primary):
+                cfgs.append(compose_once(failing))
+            failing = None
     except Exception as e:  # Hydra's own errors: keep their words, on one line
-        raise compose_error(e) from None
+        raise compose_error(e, args.overrides if failing is None else failing) from None
     if args.cfg or args.info:
         return  # Hydra only prints the config: no run dir is made and nothing is trained
     check_output_dirs(parsed)
-    cfg = cfgs[0]  # the other structures only had to compose: a value problem fails its own jobs
+    cfg = cfgs[0]  # the other structures only had to compose; every swept value is checked below
     with open_dict(cfg):
         sweeper = cfg.pop("hydra").get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
+    if args.multirun:
+        check_swept_values(sweep, primary, cfgs)
     check_direction(
         sweep_direction(sweeper), objective_mode(cfg.trainer, cfg.dataset), f"trainer.monitor={cfg.trainer.monitor}"
     )
+    return cfg  # the (first) job's config, without Hydra's node
+
+
+def check_swept_values(overrides, primary: DictConfig, cfgs: list[DictConfig]) -> None:
+    """Every value of every swept key (``model.norm=batch,layr``) is put through the schema before the first
+    job: applied to each composed structure in turn, a value is refused when it fits none of them."""
+    bases = []
+    for c in cfgs:
+        c = c.copy()
+        with open_dict(c):
+            c.pop("hydra", None)
+        bases.append(c)
+    parser = OverridesParser.create()
+    for o in overrides:
+        name = o.get_key_element().lstrip("+~").split("@", 1)[0]
+        if not (o.is_sweep_override() and o.is_discrete_sweep()) or name.startswith("hydra"):
+            continue
+        if not names_a_value(name, primary):
+            continue  # a group's options: check_group_overrides and the structures judged them
+        for value in list(o.sweep_string_iterator())[1:]:
+            line = parser.parse_overrides([f"{o.get_key_element()}={value}"])
+            first = None
+            for base in bases:
+                cfg = base.copy()
+                try:
+                    ConfigLoaderImpl._apply_overrides_to_config(line, cfg)
+                    parse(cfg)
+                    break
+                except ConfigError as e:
+                    first = first or e
+                except Exception as e:  # OmegaConf's words for a value it refuses
+                    first = first or ConfigError(f"{name}={printable(value)}: {str(e).splitlines()[0]}")
+            else:
+                raise ConfigError(f"sweep value {name}={printable(value)}: {first}")
 
 
 def sweeper_params(cfg: DictConfig) -> list[str]:
@@ -270,7 +444,9 @@ def with_overrides(raw: dict, overrides: list[str]) -> DictConfig:
     if not overrides:
         return cfg
     check_group_overrides(overrides)
+    check_grammar(overrides)
     groups = config_groups()
+    base = cfg
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         chosen = {o.key_or_group for o in parsed if o.key_or_group in groups and not o.is_delete()}
@@ -285,7 +461,7 @@ def with_overrides(raw: dict, overrides: list[str]) -> DictConfig:
     except ConfigError:
         raise
     except Exception as e:  # Hydra/OmegaConf's own words, on one line
-        raise compose_error(e) from None
+        raise compose_error(e, base) from None
     OmegaConf.set_struct(cfg, False)
     return cfg
 
@@ -304,8 +480,6 @@ def hydra_value(text: str) -> str:
 
 
 def resume_command(run_dir: Path) -> str:
-    """The exact shell command that resumes ``run_dir`` (relative to the working dir when inside it)."""
-    run_dir = Path(run_dir).resolve()
-    rel = os.path.relpath(run_dir)
-    shown = rel if not rel.startswith("..") else str(run_dir)
-    return "mlptrain " + shlex.quote(f"{RESUME_KEY}={hydra_value(shown)}")
+    """The exact shell command that resumes ``run_dir``, from any directory (its path is absolute; where the
+    data lies comes from the checkpoint: see mlptrain.cli.resume)."""
+    return "mlptrain " + shlex.quote(f"{RESUME_KEY}={hydra_value(str(Path(run_dir).resolve()))}")

@@ -9,6 +9,7 @@ Nothing here imports torch, so ``mlptrain --help`` and validation stay fast.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,10 @@ def _omegaconf_message(e: OmegaConfBaseException, group: str, schema: type) -> s
     first = str(e).splitlines()[0]
     if type(e).__name__ == "ConfigKeyError" or "not in" in first:
         bad = str(full_key).split(".")[-1] or first
-        valid = ", ".join(f.name for f in dataclasses.fields(schema))
-        return f"{path}: unknown key {bad!r}; valid keys: {valid}"
+        names = [f.name for f in dataclasses.fields(schema)]
+        close = difflib.get_close_matches(bad, names, n=1, cutoff=0.7)
+        hint = f"did you mean {path.rsplit('.', 1)[0]}.{close[0]}? " if close else ""
+        return f"{path}: unknown key {bad!r}; {hint}valid keys: {', '.join(names)}"
     if type(e).__name__ == "MissingMandatoryValue":
         return f"{path}: is required but missing (set {path}=...)"
     return f"{path}: {first}"

@@ -230,6 +230,7 @@ class TrainerConfig:
     checkpoint: bool = True
     checkpoint_every_n_steps: int = 0
     resume: str | None = None
+    init_from: str | None = None  # a run dir (its last.pt) or checkpoint whose weights start a new run
     nan_policy: str = "stop"  # stop | skip_batch
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
@@ -240,7 +241,12 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
-        check(self.epochs >= 0, "trainer.epochs", f"must be >= 0, got {self.epochs}")
+        # 0 would test untrained weights and report them as the run's results: refused (eval is mlptrain-eval).
+        check(
+            self.epochs >= 1 or (self.epochs == 0 and self.max_steps > 0),
+            "trainer.epochs",
+            f"must be >= 1, got {self.epochs} (to evaluate a trained run: mlptrain-eval <run dir>)",
+        )
         check(
             self.max_steps == -1 or self.max_steps >= 1,
             "trainer.max_steps",

@@ -8,17 +8,42 @@ Before Hydra composes anything, the command line is rewritten so that
 * ``hydra.run.dir`` is the run dir being resumed: TensorBoard, metrics.json, the log and
   ``.hydra/`` continue there instead of in a new timestamped dir.
 
+``trainer.init_from=<run dir or checkpoint>`` is a new run from a run's weights: the run's overrides are
+inherited the same way, but it gets a new dir, a fresh optimizer and a fresh schedule.
+
+Where the data is (``dataset.data_dir``, ``dataset.path``, ``dataset.test_path``) is pinned to where the
+run found it, as an absolute path: the printed resume command works from any directory and in a shell
+without ``$MLPTRAIN_DATA``.  What the resume cannot do is refused by :func:`check_resume` before Hydra
+starts, so a refused resume rewrites nothing in the run dir.
+
 Torch is imported only when a resume is asked for (the checkpoint has to be read).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 from mlptrain.compose import RESUME_KEY, hydra_value, parse_args
+from mlptrain.config import parse
 from mlptrain.errors import ConfigError
+
+INIT_KEY = "trainer.init_from"
+# Where the data lies, not what it is (the data itself is compared after loading): pinned, never compared.
+DATA_PATHS = ("dataset.data_dir", "dataset.path", "dataset.test_path")
+
+
+@dataclass
+class Resuming:
+    """What :func:`plan` read from the checkpoint, for :func:`check_resume`."""
+
+    key: str  # trainer.resume or trainer.init_from
+    target: str
+    config: dict  # the checkpoint's resolved config
 
 
 def run_dir_of(target: str | Path) -> Path | None:
@@ -39,37 +64,113 @@ def _key(parsed) -> str:
 
 def resume_argv(argv: list[str]) -> list[str]:
     """Rewrite a ``trainer.resume=...`` command line as described in the module docstring."""
-    if not any(a.lstrip("+~").startswith(RESUME_KEY + "=") for a in argv):
-        return argv
+    return plan(argv)[0]
+
+
+def plan(argv: list[str]) -> tuple[list[str], Resuming | None]:
+    """The rewritten command line, and what it resumes (None: neither a resume nor an init_from)."""
+    if not any(a.lstrip("+~").startswith((RESUME_KEY + "=", INIT_KEY + "=")) for a in argv):
+        return argv, None
     args = parse_args(argv)
     parser = OverridesParser.create()
     try:
         given = parser.parse_overrides(args.overrides)
     except Exception:
-        return argv  # precompose reports the malformed override in one line
-    resume = [o for o in given if _key(o) == RESUME_KEY]
-    if not resume or resume[-1].is_sweep_override() or resume[-1].value() in (None, ""):
-        return argv
-    if args.multirun:
+        return argv, None  # precompose reports the malformed override in one line
+    named = {_key(o) for o in given if not o.is_sweep_override() and o.value() not in (None, "")}
+    if {RESUME_KEY, INIT_KEY} <= named:
+        raise ConfigError(f"{INIT_KEY}: give either {RESUME_KEY} (continue a run) or {INIT_KEY} (a new run), not both")
+    for key in (RESUME_KEY, INIT_KEY):
+        found = [o for o in given if _key(o) == key]
+        if found and not found[-1].is_sweep_override() and found[-1].value() not in (None, ""):
+            break
+    else:
+        return argv, None
+    if key == RESUME_KEY and args.multirun:
         raise ConfigError(f"{RESUME_KEY}: resume one run at a time (without -m/--multirun)")
-    target = str(resume[-1].value())
+    target = str(found[-1].value())
 
     from mlptrain import checkpoint  # torch: a resume has to read the checkpoint
 
-    stored = checkpoint.load(target, mmap=True).get("overrides") or []  # the weights are not read
+    ckpt = checkpoint.load(target, mmap=True)  # the weights are not read
+    stored = ckpt.get("overrides") or []
     try:
         stored_parsed = parser.parse_overrides(list(stored))
     except Exception:
         stored_parsed = []
+    run_dir = run_dir_of(target)
     mine = {_key(o) for o in given}
+    pinned = pinned_paths(ckpt.get("config") or {}, run_dir, mine)
+    skip = {RESUME_KEY, INIT_KEY, *(p.split("=", 1)[0] for p in pinned)}
     inherited = [
         o.input_line
         for o in stored_parsed
-        if _key(o) not in mine and _key(o) != RESUME_KEY and not _key(o).startswith("hydra")
+        if _key(o) not in mine and _key(o) not in skip and not _key(o).startswith("hydra")
     ]
-    extra = []
-    run_dir = run_dir_of(target)
-    if run_dir is not None and "hydra.run.dir" not in mine:
+    extra = list(pinned)
+    if key == RESUME_KEY and run_dir is not None and "hydra.run.dir" not in mine:
         extra.append(f"hydra.run.dir={hydra_value(str(run_dir))}")
     flags = [a for a in argv if a not in args.overrides]
-    return inherited + list(args.overrides) + extra + flags
+    return inherited + list(args.overrides) + extra + flags, Resuming(key, target, ckpt.get("config") or {})
+
+
+def _original_cwd(run_dir: Path | None) -> str | None:
+    """The directory the run was started from (Hydra records it), against which its relative paths count."""
+    try:
+        return str(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.cwd)
+    except Exception:  # no run dir, an old or hand-made one: relative paths count from here
+        return None
+
+
+def pinned_paths(config: dict, run_dir: Path | None, mine: set[str]) -> list[str]:
+    """``dataset.path=<absolute>`` (and data_dir, test_path) as the run resolved them, unless given now."""
+    dataset = config.get("dataset") or {}
+    # A relative path counted from where the run started; failing that (the run dir was moved, with its
+    # table beside it), from here or from the run dir.
+    bases = [b for b in (_original_cwd(run_dir), os.getcwd(), run_dir and str(run_dir)) if b]
+    out = []
+    for key in DATA_PATHS:
+        value = dataset.get(key.split(".", 1)[1])
+        if key in mine or not isinstance(value, str) or not value:
+            continue
+        found = [os.path.join(b, os.path.expanduser(value)) for b in bases]  # an absolute value stays as it is
+        path = next((f for f in found if os.path.exists(f)), found[0])
+        out.append(f"{key}={hydra_value(os.path.normpath(path))}")
+    return out
+
+
+def check_resume(resuming: Resuming, cfg: DictConfig) -> None:
+    """Refuse, before Hydra writes anything into the run dir, a resume the checkpoint cannot continue:
+    a changed setting it depends on, or a new length under a schedule planned over the whole run."""
+    from mlptrain.train.state import incompatible, length_change  # torch: only for a resume
+
+    run = parse(cfg)
+    where = resuming.target
+    if resuming.key == INIT_KEY:
+        old, new = resuming.config.get("model") or {}, run.raw.get("model") or {}
+        diff = [k for k in ("name", "hidden", "norm") if old.get(k) != new.get(k)]  # what shapes the weights
+        if diff:
+            raise ConfigError(
+                f"{INIT_KEY}: {where} holds a different model ("
+                + ", ".join(f"model.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+                + "); its weights cannot start this one"
+            )
+        return
+    mismatch = incompatible(resuming.config, run.raw)
+    if mismatch:
+        raise ConfigError(
+            f"{RESUME_KEY}: {where} was trained with a different {mismatch}; resume with "
+            f"the run's own settings (start a new run to change them)"
+        )
+    problem = length_change(resuming.config, run.raw)
+    if problem:
+        before, now = problem
+        source = Path(where).resolve()
+        key, length = now.split("=", 1)
+        if key == "trainer.epochs" and before.startswith(key) and int(length) > int(before.split("=")[1]):
+            length = str(int(length) - int(before.split("=")[1]))  # the new run trains the extra epochs
+        raise ConfigError(
+            f"{RESUME_KEY}: scheduler={run.scheduler.name} plans the lr over the run's whole length ({before}), so "
+            f"{now} cannot extend it; train on from its weights with a fresh schedule in a new run: "
+            f"mlptrain {INIT_KEY}={hydra_value(str(source))} {key}={length}"
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from omegaconf import DictConfig
 
 from mlptrain import sweep
 from mlptrain.cli.help import app_help
-from mlptrain.cli.resume import resume_argv
-from mlptrain.compose import CONFIG_PACKAGE, precompose, register_resolvers
+from mlptrain.cli.resume import check_resume, plan
+from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers
 from mlptrain.config import parse
 from mlptrain.errors import (
     BAD_INPUT,
@@ -101,6 +102,13 @@ def run(
     return run_job(run_cfg, out_dir, ctx)
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as a user would type it here: relative below the working dir, else absolute; shell-quoted."""
+    path = Path(path).resolve()
+    rel = os.path.relpath(path)
+    return shlex.quote(rel if not rel.startswith("..") else str(path))
+
+
 def launcher_threads(launcher, cpus: int | None = None) -> int:
     """Torch threads per job for parallel launchers, so N jobs share the cores instead of each
     taking all of them: joblib -> cores // n_jobs, submitit -> cpus_per_task; 0 = leave torch's default."""
@@ -128,6 +136,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         if threads and cfg.trainer.num_threads == 0:
             cfg.trainer.num_threads = threads
         direction = sweep_direction(hc.sweeper)
+    announce = not multirun and env_rank() == 0  # a sweep's dir is in Hydra's own lines and its summary
+    if announce:
+        log.info("run dir: %s", shown_path(out_dir))
     try:
         try:
             result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
@@ -136,6 +147,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         except TrainingError as e:
             code, msg = exit_code(e, EXIT_FAILED), str(e)
         else:
+            if announce:
+                log.info("results in %s; view them with: tensorboard --logdir %s", *[shown_path(out_dir)] * 2)
             objective = result["objective"]
             return float("nan") if objective is None else float(objective)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
@@ -159,16 +172,25 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Console entry point."""
+    if "--version" in sys.argv[1:]:
+        from mlptrain.cli.version import version_text
+
+        print(version_text())
+        return
     try:
         if {"--help", "-h"} & set(sys.argv[1:]):
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
                 return
-        if any(".resume=" in a for a in sys.argv[1:]):
+        sys.argv[1:] = listify(sys.argv[1:])  # model.hidden=64 means [64]
+        resuming = None
+        if any(".resume=" in a or ".init_from=" in a for a in sys.argv[1:]):
             try:  # continue in the resumed run's dir, with its own overrides first
-                sys.argv[1:] = resume_argv(sys.argv[1:])
+                sys.argv[1:], resuming = plan(sys.argv[1:])
             except CheckpointError as e:
                 raise ConfigError(str(e)) from None
-        precompose(sys.argv[1:])
+        cfg = precompose(sys.argv[1:])
+        if resuming is not None and cfg is not None:
+            check_resume(resuming, cfg)  # before Hydra rewrites the run dir's .hydra/
     except ConfigError as e:
         print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from mlptrain import checkpoint
 from mlptrain.accel import CompiledForward, autocast_for, resolve_device
 from mlptrain.batches import DeviceBatches
 from mlptrain.config import RunConfig, TrainerConfig
 from mlptrain.data import load_dataset
 from mlptrain.data.bundle import DataBundle
+from mlptrain.errors import CheckpointError
 from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.model import Network, build_model
 from mlptrain.optim import Schedule, build_optimizer, build_scheduler
 from mlptrain.parallel.collectives import Dist
+
+log = logging.getLogger("mlptrain")
 
 
 @dataclass
@@ -50,6 +55,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def init_weights(model: Network, target: str) -> None:
+    """``trainer.init_from``: start from a checkpoint's weights (a run dir: its last.pt, the weights it ended on)."""
+    ckpt = checkpoint.load(target)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"trainer.init_from: {target} does not fit this model: {first[:200]}") from None
+    log.info("weights from %s (epoch %d, step %d); a fresh optimizer and schedule", target, ckpt["epoch"], ckpt["step"])
+
+
 def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     """The parts of ``run`` (``data``: an already loaded dataset, else the one its config names)."""
     cfg = run.trainer
@@ -65,6 +81,8 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     task = build_task(run.loss, meta, data.y_mean, data.y_std, targets=(data.y_train, data.y_val, data.y_test))
     monitor, mode = monitor_of(task, cfg.monitor, cfg.mode)
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
+    if cfg.init_from and not cfg.resume:  # a resume restores its own weights
+        init_weights(model, cfg.init_from)
     batches = DeviceBatches(
         data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank, world=dist.world
     )

@@ -24,6 +24,8 @@ from mlptrain.train.setup import Parts
 
 log = logging.getLogger("mlptrain")
 
+DATA_PATHS = ("dataset.data_dir", "dataset.path", "dataset.test_path")
+
 # What a resume must not change: the saved weights, optimizer and schedule state, the order of the
 # batches and the meaning of "best" all depend on them.
 RESUME_FIXED = (
@@ -150,6 +152,13 @@ class Checkpoints:
                 f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
                 f"the run's own settings (start a new run to change them)"
             )
+        changed = length_change(ckpt.get("config") or {}, p.run.raw)  # the CLI says it first, with a command
+        if changed:
+            raise ConfigError(
+                f"trainer.resume: scheduler={p.run.scheduler.name} plans the lr over the run's whole length "
+                f"({changed[0]}), so {changed[1]} cannot extend it; start a new run from its weights with "
+                f"trainer.init_from={where}"
+            )
         best_weights, mid = None, None
         try:
             p.model.load_state_dict(ckpt["model"])
@@ -191,7 +200,8 @@ class Checkpoints:
             remove_stale_temps(self.out_dir)
         where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self.last_saved = f"{where_file} ({position(state.epoch, state.step, mid is not None)})"
-        log.info("resumed from %s at epoch %d, step %d%s", where, state.epoch, state.step, ", mid-epoch" if mid else "")
+        # numbered as the interrupt message numbers the same checkpoint (position())
+        log.info("resumed from %s at %s", where, position(state.epoch, state.step, mid is not None))
         return best_weights, mid, ckpt.get("saved_at")
 
 
@@ -217,12 +227,10 @@ def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
         return None
     if metrics.get("status") not in ("completed", "early_stopped") or metrics.get("steps") != state.step:
         return None  # it stopped between its last checkpoint and its results: finish them now
-    log.info(
-        "nothing to resume: %s finished at epoch %d, step %d (raise trainer.epochs to train longer)",
-        out_dir,
-        state.epoch,
-        state.step,
-    )
+    longer = "raise trainer.epochs to train longer"
+    if parts.run.scheduler.name in WHOLE_RUN_SCHEDULES:  # its length is fixed: a new run from its weights
+        longer = f"to train on from its weights in a new run: trainer.init_from={out_dir}"
+    log.info("nothing to resume: %s finished at epoch %d, step %d (%s)", out_dir, state.epoch, state.step, longer)
     return metrics
 
 
@@ -237,9 +245,31 @@ def incompatible(old: dict, new: dict) -> str | None:
             continue
         if isinstance(a, dict) or isinstance(b, dict):
             a, b = a or {}, b or {}
-            diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            # where the data lies is no setting (a resume pins it); a changed file is data_differs' to find
+            diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and f"{key}.{k}" not in DATA_PATHS]
+            if not diff:
+                continue
             return f"{key} ({', '.join(f'{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])})"
         return f"{key} ({key}: {a!r} -> {b!r})"
+    return None
+
+
+# Schedules planned over the whole run's length: a resume that changes the length would restart their lr
+# (cosine climbs back up) or step past their end (onecycle).  Per-epoch ones (step, exponential, plateau,
+# none) do not depend on the length: a resume extends them as they are.
+WHOLE_RUN_SCHEDULES = ("cosine", "onecycle")
+
+
+def run_length(trainer: dict) -> str:
+    steps = trainer.get("max_steps", -1)
+    return f"trainer.max_steps={steps}" if steps and steps > 0 else f"trainer.epochs={trainer.get('epochs')}"
+
+
+def length_change(old: dict, new: dict) -> tuple[str, str] | None:
+    """(the run's length, the new one) when a resume would change the length of a whole-run schedule."""
+    before, now = run_length(old.get("trainer") or {}), run_length(new.get("trainer") or {})
+    if (new.get("scheduler") or {}).get("name") in WHOLE_RUN_SCHEDULES and before != now:
+        return before, now
     return None
 
 
