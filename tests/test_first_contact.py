@@ -182,3 +182,25 @@ def test_run_outputs_follow_the_umask(tmp_path, mask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
+
+
+def test_auto_threads_follow_the_work_per_step_and_the_free_cores(monkeypatch):
+    import os
+
+    import torch
+
+    from mlptrain import accel
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert accel.auto_threads(2_000, 128, cpu)[0] == 1  # a small model: one thread, even on a quiet machine
+    assert accel.auto_threads(270_000, 128, cpu)[0] == 1  # MNIST's 784-256-256-10: faster on one thread
+    assert accel.auto_threads(1_000_000, 128, cpu)[0] == 2
+    assert accel.auto_threads(10_000_000, 512, cpu)[0] == 8  # big steps: every free core
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.2, 0.0, 0.0))
+    assert accel.auto_threads(10_000_000, 512, cpu) == (2, "5120.0M multiply-adds per step, 2 of 8 cores free")
+    assert accel.auto_threads(10_000_000, 512, torch.device("meta"))[0] == 0  # an accelerator: torch's default
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert accel.auto_threads(10_000_000, 512, cpu) == (0, "OMP_NUM_THREADS is set")

@@ -17,6 +17,7 @@ one warning and continues with the eager model, which computes the same thing.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from contextlib import nullcontext
 
@@ -117,3 +118,33 @@ class CompiledForward:
             except torch._dynamo.exc.TorchDynamoException as e:  # compilation failed: nothing has run yet
                 self._give_up(e)
         return self.model(x)  # a genuine error in the model surfaces here, uncompiled
+
+
+# Multiply-adds per optimizer step (batch x parameters, forward) that one more thread needs before it pays for
+# its synchronisation: MNIST's 784-256-256-10 at batch 128 (34M) ran 1.5x slower on 2 threads than on 1 on a quiet
+# 2-core machine (benchmarks/threads.py).
+WORK_PER_THREAD = 64_000_000
+
+
+def free_cores() -> tuple[int, int]:
+    """(cores this process may use, of them the ones not busy with other work now: 1-minute load average)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on this platform
+        load = 0.0
+    return cores, max(1, min(cores, round(cores - load)))
+
+
+def auto_threads(parameters: int, batch_size: int, device: torch.device) -> tuple[int, str]:
+    """``trainer.num_threads=auto``: (threads, why); 0 leaves torch's default (an accelerator does the work).
+    One thread per WORK_PER_THREAD of work per step, at most the free cores: a thread on a busy core waits for
+    the other process at every parallel region, which made runs 5-20x slower than one thread under load."""
+    if device.type != "cpu":
+        return 0, "the accelerator does the work"
+    if os.environ.get("OMP_NUM_THREADS"):  # the environment has chosen (torch's default follows it)
+        return 0, "OMP_NUM_THREADS is set"
+    cores, free = free_cores()
+    work = parameters * batch_size
+    threads = max(1, min(free, work // WORK_PER_THREAD))
+    return threads, f"{work / 1e6:.1f}M multiply-adds per step, {free} of {cores} cores free"

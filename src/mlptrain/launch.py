@@ -154,7 +154,8 @@ def _worker(raw: dict, out_dir: str, ctx: JobContext, log_spec, errors: str) -> 
         run = parse(OmegaConf.create(raw))
         # The job's threads (trainer.num_threads, else its cores) are shared by its ranks, not each
         # rank's: the Trainer then sets this per-rank count.
-        run.trainer.num_threads = max(1, (run.trainer.num_threads or usable_cores()) // run.trainer.devices)
+        given = run.trainer.num_threads if isinstance(run.trainer.num_threads, int) else 0  # auto: the cores
+        run.trainer.num_threads = max(1, (given or usable_cores()) // run.trainer.devices)
         try:
             return run_job(run, Path(out_dir), ctx)
         except USER_ERRORS as e:

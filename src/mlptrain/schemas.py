@@ -221,7 +221,7 @@ class TrainerConfig:
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend (torch._dynamo.list_backends())
     compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
-    num_threads: int = 0  # 0: leave torch's default
+    num_threads: Any = "auto"  # auto: from the work per step and the free cores (accel.auto_threads); 0: torch's
     monitor: str = "auto"  # a validation metric (acc, loss, nll, rmse, ...); auto: per task
     mode: str = "auto"  # min | max | auto (from the metric)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -269,10 +269,11 @@ class TrainerConfig:
         choice(self.precision, "trainer.precision", PRECISIONS)
         check(bool(self.compile_backend), "trainer.compile_backend", "must name a torch.compile backend, e.g. inductor")
         choice(self.compile_mode, "trainer.compile_mode", COMPILE_MODES)
+        n = self.num_threads
         check(
-            0 <= self.num_threads <= MAX_THREADS,
+            n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_THREADS),
             "trainer.num_threads",
-            f"must be in [0, {MAX_THREADS}] (0: torch's default), got {self.num_threads}",
+            f"must be auto or in [0, {MAX_THREADS}] (0: torch's default), got {n!r}",
         )
         choice(self.mode, "trainer.mode", ("auto", "min", "max"))
         check(

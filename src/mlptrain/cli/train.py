@@ -133,7 +133,7 @@ def _hydra_main(cfg: DictConfig) -> float:
     direction = None
     if multirun:
         threads = launcher_threads(hc.launcher)
-        if threads and cfg.trainer.num_threads == 0:
+        if threads and cfg.trainer.num_threads in (0, "auto"):
             cfg.trainer.num_threads = threads
         direction = sweep_direction(hc.sweeper)
     announce = not multirun and env_rank() == 0  # a sweep's dir is in Hydra's own lines and its summary

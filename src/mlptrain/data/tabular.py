@@ -1,6 +1,6 @@
 """A user's own table: ``dataset=csv dataset.path=... dataset.target=<column>``.
 
-Read with Python's standard ``csv`` module (see the README for why not pandas).  Each
+Read with Python's standard ``csv`` module (see docs/data.md for why not pandas).  Each
 feature column is numeric or categorical; categorical columns are one-hot encoded over the
 categories seen in the training split (an unseen category encodes as all zeros), missing
 cells are imputed from the training split or rejected.  Everything needed to encode new raw

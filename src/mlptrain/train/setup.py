@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from mlptrain import checkpoint
-from mlptrain.accel import CompiledForward, autocast_for, resolve_device
+from mlptrain.accel import CompiledForward, auto_threads, autocast_for, resolve_device
 from mlptrain.batches import DeviceBatches
 from mlptrain.config import RunConfig, TrainerConfig
 from mlptrain.data import load_dataset
@@ -69,7 +69,7 @@ def init_weights(model: Network, target: str) -> None:
 def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     """The parts of ``run`` (``data``: an already loaded dataset, else the one its config names)."""
     cfg = run.trainer
-    if cfg.num_threads:
+    if isinstance(cfg.num_threads, int) and cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = resolve_device(cfg.device)  # a bad device fails on every rank before they connect
     dist = Dist.setup()  # one process, or this rank of a DDP job
@@ -83,6 +83,11 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
     if cfg.init_from and not cfg.resume:  # a resume restores its own weights
         init_weights(model, cfg.init_from)
+    if cfg.num_threads == "auto":  # the work per step is known now
+        threads, why = auto_threads(sum(p.numel() for p in model.parameters()), cfg.batch_size, device)
+        if threads:
+            torch.set_num_threads(threads)
+            log.info("threads: %d (trainer.num_threads=auto: %s)", threads, why)
     batches = DeviceBatches(
         data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank, world=dist.world
     )
