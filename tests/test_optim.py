@@ -76,7 +76,7 @@ def _step_lrs(out):
 
     acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
     acc.Reload()
-    events = acc.Scalars("lr/step") if "lr/step" in acc.Tags()["scalars"] else []
+    events = acc.Scalars("step/lr") if "step/lr" in acc.Tags()["scalars"] else []
     return [e.step for e in events], [e.value for e in events]
 
 

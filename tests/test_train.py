@@ -138,10 +138,15 @@ def test_event_file_has_scalars_config_and_hparams_in_one_run(train, tmp_path):
     } <= scalars
     assert [e.step for e in acc.Scalars("val/acc")] == [1, 2]
     content = acc.PluginTagToContent("hparams")
-    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
+    # the run holds its row; the columns are one experiment summary above it (mlptrain.loggers.hparams)
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
+    assert "_hparams_/experiment" not in content
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["optim.lr"].number_value == pytest.approx(2e-3)
-    exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    above = EventAccumulator(str(out.parent))
+    above.Reload()
+    blob = above.PluginTagToContent("hparams")["_hparams_/experiment"]
+    exp = plugin_data_pb2.HParamsPluginData.FromString(blob).experiment
     assert "hparam/test_acc" in [m.name.tag for m in exp.metric_infos]
     assert "config" in "".join(acc.Tags().get("tensors", []))
 

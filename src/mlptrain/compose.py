@@ -28,7 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlptrain import dataset_config, schemas
+from mlptrain import dataset_config, naming, schemas
 from mlptrain.config import parse
 from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
 from mlptrain.parallel.env import from_rank0
@@ -203,6 +203,8 @@ def register_resolvers() -> None:
     """The resolvers configs/config.yaml uses (``${mlptrain.unique_dir:...}`` for run dirs)."""
     if not OmegaConf.has_resolver("mlptrain.unique_dir"):
         OmegaConf.register_new_resolver("mlptrain.unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("mlptrain.run_suffix"):  # a single run's dir: <time>_<its overrides or name=>
+        OmegaConf.register_new_resolver("mlptrain.run_suffix", naming.run_suffix)
 
 
 # ----------------------------------------------------------------------------- group checks

@@ -103,7 +103,7 @@ TOP_LEVEL = ("dataset", "model", "loss", "optim", "scheduler", "trainer", "seed"
 def parse(cfg: DictConfig) -> RunConfig:
     """Validate the composed config and return typed objects, or raise ConfigError."""
     cfg = OmegaConf.create(_resolve(cfg))
-    unknown = [k for k in cfg.keys() if k not in TOP_LEVEL]
+    unknown = [k for k in cfg.keys() if k not in TOP_LEVEL and k != "name"]  # name: the run dir's (naming.py)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(TOP_LEVEL[:-1])}")
     for k in TOP_LEVEL[:-2]:

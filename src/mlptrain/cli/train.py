@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlptrain import sweep
+from mlptrain import naming, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import check_resume, plan
 from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers
@@ -44,7 +44,8 @@ register_resolvers()  # before Hydra resolves the run dir of the first job
 
 def hparams_of(raw: dict, choices: dict, overrides: list[str]) -> dict:
     """HParams for TensorBoard: the same keys for every job (group choices and the main knobs),
-    plus every key overridden on the command line (identical across the jobs of one sweep)."""
+    plus every key overridden on the command line (identical across the jobs of one sweep), but for
+    the execution-only ones (threads, device, progress...: :mod:`mlptrain.naming`)."""
     flat = flatten(raw)
     keys = [
         "seed",
@@ -59,8 +60,8 @@ def hparams_of(raw: dict, choices: dict, overrides: list[str]) -> dict:
     ]
     out = {g: str(choices.get(g)) for g in ("dataset", "model", "loss", "optim", "scheduler")}
     for o in overrides:
-        k = o.split("=", 1)[0].lstrip("+~")
-        if k in flat and k not in keys:
+        k = naming.override_key(o)
+        if k in flat and k not in keys and not naming.is_execution_key(k):
             keys.append(k)
     for k in keys:
         v = flat.get(k, "")

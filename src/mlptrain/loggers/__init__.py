@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from mlptrain.errors import ConfigError
@@ -23,6 +22,21 @@ def logger_class(name: str) -> type:
         raise ConfigError(f"trainer.loggers: unknown value {name!r}; valid choices: {', '.join(LOGGERS)}")
     module, _, attr = LOGGERS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def config_yaml(config: dict) -> str:
+    """The resolved config as YAML, in the config's own key order (lists of values on one line)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def short_list(dumper, data):
+        flow = all(not isinstance(v, (dict, list)) for v in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, short_list)
+    return yaml.dump(config, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
 def build_loggers(
@@ -45,7 +59,7 @@ def build_loggers(
             opened.append(logger)
             if not logger.continued:
                 if config is not None:
-                    logger.text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
+                    logger.text("config", "```yaml\n" + config_yaml(config) + "```")
                 logger.hparams_start(hparams or {}, list(metric_tags))
     except BaseException:
         try:

@@ -1,23 +1,38 @@
 """TensorBoard logging: scalars, the config as text, and HParams written into the job's own run.
 
 ``SummaryWriter.add_hparams`` writes to a new timestamped sub-run; instead we write
-the HParams plugin's experiment and session summaries into the run's own event
-file, so each job is exactly one run and one row of the HParams table.
+the HParams plugin's session summaries into the run's own event file, so each job is
+exactly one run and one row of the HParams table (the columns: :mod:`mlptrain.loggers.hparams`).
+
+No series twice: where the loss *is* the negative log-likelihood (cross-entropy without label
+smoothing, Gaussian and Laplace NLL: equal on the first epoch), ``*/nll`` is left out, or ``*/loss``
+when the run selects on ``val/nll``.  The per-step learning rate is ``step/lr`` (its x axis is the
+optimizer step), apart from the per-epoch ``lr``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 from mlptrain.files import atomic_write
+from mlptrain.loggers import hparams as hp
 from mlptrain.loggers.base import ResumePoint
 
+SERIES_TAGS = {"lr/step": "step/lr"}  # per-step series: their own group, not the per-epoch lr's
 
-def _scalar(v):
-    if isinstance(v, (bool, int, float, str)):
-        return v
-    return str(v)
+
+def _monitor(metric_tags: list[str]) -> str | None:
+    return next((t[len("hparam/best_val_") :] for t in metric_tags if t.startswith("hparam/best_val_")), None)
+
+
+def ordered(metric_tags: list[str]) -> list[str]:
+    """The monitored metric, then its test value, then the other test metrics, train time last."""
+    monitor = _monitor(metric_tags)
+    first = [t for t in (f"hparam/best_val_{monitor}", f"hparam/test_{monitor}") if t in metric_tags]
+    return first + [t for t in metric_tags if t not in first]
 
 
 class TensorBoard:
@@ -29,7 +44,12 @@ class TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.log_dir = Path(log_dir)
         self.continued = False
+        self.hparams: dict = {}
+        self.metric_tags: list[str] = []
+        self.duplicate: str | None = None  # "nll" or "loss": the metric equal to the other, left out
+        self._decided = False
 
     @classmethod
     def open(cls, out_dir: Path, resume: ResumePoint | None) -> TensorBoard:
@@ -43,11 +63,26 @@ class TensorBoard:
             purge = resume.epoch + 1
         tb = cls(out_dir, purge_step=purge)
         tb.continued = continued
+        if continued:  # the header is written; its record says which columns the run announced
+            try:
+                rec = json.loads((Path(out_dir) / hp.RECORD).read_text(encoding="utf-8"))
+                tb.hparams, tb.metric_tags = dict(rec["hparams"]), list(rec["metrics"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
         return tb
 
     def epoch(self, row: dict[str, Any]) -> None:
         """An epoch's train/* and val/* scalars, its lr and throughput, at the epoch."""
-        self.scalars({k: v for k, v in row.items() if "/" in k}, row["epoch"])
+        if not self._decided:
+            self._decided = True
+            loss, nll = row.get("val/loss"), row.get("val/nll")
+            if loss is not None and nll is not None and math.isclose(loss, nll, rel_tol=1e-6, abs_tol=1e-9):
+                self.duplicate = "loss" if _monitor(self.metric_tags) == "nll" else "nll"
+        skip = set()
+        if self.duplicate:  # train/ has a loss and no nll: its loss is no duplicate
+            other = "loss" if self.duplicate == "nll" else "nll"
+            skip = {f"{split}/{self.duplicate}" for split in ("train", "val") if f"{split}/{other}" in row}
+        self.scalars({k: v for k, v in row.items() if "/" in k and k not in skip}, row["epoch"])
         self.scalars({"lr": row["lr"], "throughput/samples_per_s": row["samples_per_s"]}, row["epoch"])
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -56,6 +91,7 @@ class TensorBoard:
 
     def series(self, tag: str, values: list[float], first_step: int) -> None:
         """Values of consecutive steps, collected on the host and written in one go."""
+        tag = SERIES_TAGS.get(tag, tag)
         for i, v in enumerate(values):
             self.writer.add_scalar(tag, v, first_step + i)
 
@@ -95,21 +131,23 @@ class TensorBoard:
         self.writer.add_histogram_raw(tag, mn, mx, v.numel(), total, squares, edges.tolist(), counts.tolist(), step)
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
-        """Register hyperparameters and the metric columns at the start of the run."""
-        from torch.utils.tensorboard.summary import hparams as hp_summary
-
-        exp, ssi, _ = hp_summary({k: _scalar(v) for k, v in hparams.items()}, {t: 0.0 for t in metric_tags})
-        self.writer.file_writer.add_summary(exp)
-        self.writer.file_writer.add_summary(ssi)
+        """The run's row of the HParams table (its values); its record feeds the columns above it."""
+        self.hparams = {k: hp.value(v) for k, v in hparams.items()}
+        self.metric_tags = ordered(list(metric_tags))
+        self.writer.file_writer.add_summary(hp.session_start(self.hparams))
+        hp.record(self.log_dir, self.hparams, self.metric_tags)
 
     def hparams_end(self, metrics: dict[str, float], step: int) -> None:
-        """Final metrics as the ``hparam/*`` scalars the HParams table reads."""
-        from torch.utils.tensorboard.summary import hparams as hp_summary
-
+        """Final metrics as the ``hparam/*`` scalars the HParams table reads (a duplicate left out)."""
+        drop = f"hparam/test_{self.duplicate}" if self.duplicate else None
         for k, v in metrics.items():
-            self.writer.add_scalar(k, v, step)
-        _, _, sei = hp_summary({}, {})
-        self.writer.file_writer.add_summary(sei)
+            if k != drop:
+                self.writer.add_scalar(k, v, step)
+        self.writer.file_writer.add_summary(hp.session_end())
+        if drop in self.metric_tags:
+            self.metric_tags = [t for t in self.metric_tags if t != drop]
+        if self.hparams or self.metric_tags:  # (a resumed run without its record keeps none)
+            hp.record(self.log_dir, self.hparams, self.metric_tags)
 
     def flush(self) -> None:
         self.writer.flush()

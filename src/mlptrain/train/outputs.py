@@ -42,7 +42,7 @@ class RunOutputs:
                 p.cfg.loggers,
                 self.out_dir,
                 resume,
-                config=p.run.raw,
+                config=self.resolved_config(),
                 hparams=self.hparams,
                 metric_tags=self.metric_tags(),
             )
@@ -62,6 +62,15 @@ class RunOutputs:
             p.monitor,
             p.mode,
         )
+
+    def resolved_config(self) -> dict:
+        """The run's config with its ``auto`` values as they were resolved (device, monitor, mode, threads)."""
+        p = self.p
+        raw = {**p.run.raw, "trainer": dict(p.run.raw.get("trainer", {}))}
+        raw["trainer"].update(device=str(p.device), monitor=p.monitor, mode=p.mode)
+        if not raw["trainer"].get("num_threads"):
+            raw["trainer"]["num_threads"] = torch.get_num_threads()
+        return raw
 
     def epoch(self, row: dict, improved: bool, step_lrs: list[float], val_outputs) -> None:
         """A finished epoch: its row to the loggers and the console, then its pictures.
