@@ -19,6 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mlptrain.compose import RESUME_KEY, hydra_value, parse_args
 from mlptrain.errors import ConfigError
+from mlptrain.registry import DEFAULT_MONITOR
 
 
 def run_dir_of(target: str | Path) -> Path | None:
@@ -56,7 +57,8 @@ def resume_argv(argv: list[str]) -> list[str]:
 
     from mlptrain import checkpoint  # torch: a resume has to read the checkpoint
 
-    stored = checkpoint.load(target, mmap=True).get("overrides") or []  # the weights are not read
+    ckpt = checkpoint.load(target, mmap=True)  # the weights are not read
+    stored = ckpt.get("overrides") or []
     try:
         stored_parsed = parser.parse_overrides(list(stored))
     except Exception:
@@ -67,9 +69,43 @@ def resume_argv(argv: list[str]) -> list[str]:
         for o in stored_parsed
         if _key(o) not in mine and _key(o) != RESUME_KEY and not _key(o).startswith("hydra")
     ]
+    inherited += pinned_defaults(ckpt, mine | {_key(o) for o in stored_parsed})
     extra = []
     run_dir = run_dir_of(target)
     if run_dir is not None and "hydra.run.dir" not in mine:
         extra.append(f"hydra.run.dir={hydra_value(str(run_dir))}")
     flags = [a for a in argv if a not in args.overrides]
     return inherited + list(args.overrides) + extra + flags
+
+
+# Settings whose default has changed (issue 16: the loss follows the task, sizes follow the data, the
+# monitor is the validation loss): a run resumes with the values it was trained with, not today's defaults.
+PINNED = ("trainer.batch_size", "trainer.epochs", "trainer.early_stopping.enabled")
+
+
+def pinned_defaults(ckpt: dict, given: set[str]) -> list[str]:
+    """Overrides that pin, for a resumed run, the settings in PINNED, its loss and its monitor as it was
+    trained (unless they are set now or were set on its own command line)."""
+    config = ckpt.get("config") or {}
+    out = []
+    loss = (config.get("loss") or {}).get("name")
+    if "loss" not in given and isinstance(loss, str) and loss != "auto":
+        out.append(f"loss={loss}")
+    for key in PINNED:
+        node: object = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if key not in given and isinstance(node, (bool, int, str)) and node != "auto":
+            out.append(f"{key}={str(node).lower() if isinstance(node, bool) else node}")
+    best = ckpt.get("best") or {}
+    metric, mode = str(best.get("metric") or ""), best.get("mode")
+    trainer = config.get("trainer") or {}
+    dataset = config.get("dataset") or {}
+    if dataset.get("name") == "csv" and "stratify" not in dataset and "dataset.stratify" not in given:
+        out.append("dataset.stratify=false")  # its split was drawn before classification splits were stratified
+    old_default = metric.removeprefix("val/") not in DEFAULT_MONITOR.values()
+    if old_default and trainer.get("monitor") == "auto" and "trainer.monitor" not in given:
+        out.append(f"trainer.monitor={metric.removeprefix('val/')}")
+        if mode in ("min", "max") and "trainer.mode" not in given:
+            out.append(f"trainer.mode={mode}")
+    return out

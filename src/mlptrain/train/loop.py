@@ -42,6 +42,7 @@ class Trainer:
     ):
         self.run, self.cfg, self.out_dir = run, run.trainer, Path(out_dir)
         self.parts = p = build(run, data)
+        self.run, self.cfg = p.run, p.cfg  # with the trainer's auto sizes resolved for this data
         self.state = State()
         # the command line's overrides are saved with each checkpoint: a resume starts from them
         self.checkpoints = Checkpoints(p, self.out_dir, list(overrides or []))

@@ -17,6 +17,7 @@ from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.model import Network, build_model
 from mlptrain.optim import Schedule, build_optimizer, build_scheduler
 from mlptrain.parallel.collectives import Dist
+from mlptrain.train import sizes
 
 
 @dataclass
@@ -65,9 +66,10 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     task = build_task(run.loss, meta, data.y_mean, data.y_std, targets=(data.y_train, data.y_val, data.y_test))
     monitor, mode = monitor_of(task, cfg.monitor, cfg.mode)
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
-    batches = DeviceBatches(
-        data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank, world=dist.world
-    )
+    batch_size = sizes.resolve_batch_size(run, len(data.y_train), dist.world)
+    batches = DeviceBatches(data.x_train, data.y_train, batch_size, run.seed, device, rank=dist.rank, world=dist.world)
+    run = sizes.resolve(run, batch_size, len(batches))  # trainer.*=auto as numbers, from here on
+    cfg = run.trainer
     optimizer = build_optimizer(run.optim, model)
     steps_per_epoch = len(batches)
     # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last

@@ -34,9 +34,7 @@ RESUME_FIXED = (
     "scheduler",
     "seed",
     "trainer.batch_size",
-    "trainer.monitor",
-    "trainer.mode",
-)
+)  # and the monitor and its mode as resolved (trainer.monitor=auto and =nll are the same)
 
 
 @dataclass
@@ -144,7 +142,11 @@ class Checkpoints:
         if it was saved between two steps, the wall time it was saved at)."""
         p = self.p
         ckpt = checkpoint.load(where)
-        mismatch = incompatible(ckpt.get("config") or {}, p.run.raw) or data_differs(ckpt.get("data") or {}, p.meta)
+        mismatch = (
+            incompatible(ckpt.get("config") or {}, p.run.raw)
+            or data_differs(ckpt.get("data") or {}, p.meta)
+            or monitor_differs(ckpt.get("best") or {}, p.monitor, p.mode)
+        )
         if mismatch:
             raise ConfigError(
                 f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
@@ -226,11 +228,17 @@ def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
     return metrics
 
 
+# Keys added to a group since older checkpoints were written: absent there, they had this value.
+ADDED_KEYS = {"dataset": {"stratify": False}}
+
+
 def incompatible(old: dict, new: dict) -> str | None:
     """Name the first setting that makes a checkpoint unusable for this run, if any."""
     for key in RESUME_FIXED:
         group, _, sub = key.partition(".")
         a, b = old.get(group), new.get(group)
+        if isinstance(a, dict) and isinstance(b, dict):
+            a = {**{k: v for k, v in ADDED_KEYS.get(group, {}).items() if k in b}, **a}
         if sub:
             a, b = (a or {}).get(sub), (b or {}).get(sub)
         if a == b:
@@ -240,6 +248,14 @@ def incompatible(old: dict, new: dict) -> str | None:
             diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
             return f"{key} ({', '.join(f'{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diff[:3])})"
         return f"{key} ({key}: {a!r} -> {b!r})"
+    return None
+
+
+def monitor_differs(best: dict, monitor: str, mode: str) -> str | None:
+    """The metric that chose the best epoch, and its direction, must be the same after a resume."""
+    old = (best.get("metric"), best.get("mode"))
+    if old[0] is not None and old != (f"val/{monitor}", mode):
+        return f"trainer.monitor (trainer.monitor: {old[0]} ({old[1]}) -> val/{monitor} ({mode}))"
     return None
 
 
