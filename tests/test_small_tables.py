@@ -10,6 +10,7 @@ import random
 import pytest
 import torch
 
+from conftest import untimed
 from mlptrain.data.splits import fold_of_rows, split_rows
 from mlptrain.train.sizes import auto_batch_size, auto_epochs
 
@@ -85,3 +86,49 @@ def test_a_small_table_gets_more_epochs_and_early_stopping(train, tmp_path):
     assert ckpt["config"]["trainer"]["batch_size"] == "auto" and m["steps"] == 2 * m["epochs"]
     assert m["epochs"] == 200 or m["status"] == "early_stopped"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == m["status"]
+
+
+def test_a_pandas_index_and_a_text_id_are_left_out_with_one_line_each(tmp_path, caplog):
+    from mlptrain.config import CsvConfig
+    from mlptrain.data import load_dataset
+
+    path = tmp_path / "p.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "name", "x", "colour", "y"])
+        for i in range(40):  # sorted by class: the index would leak the label
+            w.writerow([i, f"penguin-{i}", f"{i % 7 * 0.5}", ["red", "blue"][i % 2], "a" if i < 20 else "b"])
+    caplog.set_level("WARNING", logger="mlptrain")
+    data = load_dataset(CsvConfig(path=str(path), target="y"))
+    assert data.preprocess["features"] == ["x", "colour"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "dataset.features: column '' is the row number (a pandas index written with the table); left out",
+        "dataset.features: column 'name' has a different text value in every row (an id); left out "
+        "(list it in dataset.features to use it)",
+    ]
+    data = load_dataset(CsvConfig(path=str(path), target="y", features=["name", "x"]))  # asked for: used
+    assert len(data.preprocess["inputs"]) > 20
+
+
+def test_throttled_checkpoints_hold_the_same_best_and_last_as_one_per_epoch(train, tmp_path, monkeypatch):
+    from mlptrain import checkpoint
+
+    names = []
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, payload: (names.append(path.name), save(path, payload)))
+    run = ["dataset=moons", "dataset.n_samples=300", "model.hidden=[8]", "trainer.epochs=6", "trainer.progress=none"]
+    every = train(*run, "trainer.checkpoint_interval_s=0", tiny=False, out=tmp_path / "every")
+    written = len(names)
+    names.clear()
+    once = train(*run, "trainer.checkpoint_interval_s=1e9", tiny=False, out=tmp_path / "once")
+    assert written == 6 and len(names) <= 2  # the held best.pt (if not the last epoch), then last.pt
+    assert untimed(once) == untimed(every)
+    for name in ("best.pt", "last.pt"):
+        a, b = (torch.load(tmp_path / d / name, weights_only=True) for d in ("every", "once"))
+        assert (a["epoch"], a["step"], untimed(a["history"])) == (b["epoch"], b["step"], untimed(b["history"]))
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        assert all(
+            torch.equal(a["optimizer"]["state"][i]["exp_avg"], b["optimizer"]["state"][i]["exp_avg"])
+            for i in a["optimizer"]["state"]
+        )

@@ -235,6 +235,8 @@ class TrainerConfig:
     progress: str = "auto"  # auto (bar on a terminal) | bar | epoch | none
     checkpoint: bool = True
     checkpoint_every_n_steps: int = 0
+    # Epoch-end checkpoints at most this often (the last epoch and a signal always write one); 0: every epoch.
+    checkpoint_interval_s: float = 2.0
     resume: str | None = None
     nan_policy: str = "stop"  # stop | skip_batch
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
@@ -293,6 +295,11 @@ class TrainerConfig:
             self.checkpoint_every_n_steps >= 0,
             "trainer.checkpoint_every_n_steps",
             f"must be >= 0, got {self.checkpoint_every_n_steps}",
+        )
+        check(
+            finite(self.checkpoint_interval_s) and self.checkpoint_interval_s >= 0,
+            "trainer.checkpoint_interval_s",
+            f"must be >= 0 seconds, got {self.checkpoint_interval_s}",
         )
         choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
         for i, name in enumerate(self.loggers):

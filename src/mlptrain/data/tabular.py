@@ -21,6 +21,7 @@ from collections import Counter
 import torch
 
 from mlptrain.data.bundle import DataBundle, DataError
+from mlptrain.data.columns import junk_columns, warn_many_categories
 from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number
 from mlptrain.data.splits import split_rows
 
@@ -219,7 +220,11 @@ def load_csv(cfg) -> DataBundle:
     main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter)
     target = cfg.target
     main.column(target, "dataset.target")
-    features = list(cfg.features) if cfg.features else [h for h in main.header if h != target]
+    if cfg.features:
+        features = list(cfg.features)
+    else:  # every other column, but a pandas index or a per-row text id (mlptrain.data.columns)
+        junk = junk_columns(main.header, main.columns, target, cells)
+        features = [h for h in main.header if h != target and h not in junk]
     for f in features:
         main.column(f, "dataset.features")
     if target in features:
@@ -248,6 +253,7 @@ def load_csv(cfg) -> DataBundle:
     categorical = set(cfg.categorical)
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
     columns = [spec for spec, _ in fitted.values()]
+    warn_many_categories(columns, len(train_rows))
     preprocess = {
         "kind": "csv",
         "target": target,

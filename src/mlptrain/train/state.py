@@ -97,45 +97,59 @@ class Checkpoints:
             return f"the last good checkpoint is kept: {self.last_saved}"
         return "no checkpoint had been written yet"
 
+    def snapshot(self, state: State, best_weights: dict | None) -> dict | None:
+        """What ``save`` would write now, copied, to be written later (``save(..., payload=)``); rank 0 only."""
+        if not self.p.dist.is_main:
+            return None
+        return copy.deepcopy(self._payload(state, best_weights, None))
+
     def save(
-        self, name: str, state: State, best_weights: dict | None, mid_epoch: dict | None = None, also: str | None = None
+        self,
+        name: str,
+        state: State,
+        best_weights: dict | None,
+        mid_epoch: dict | None = None,
+        also: str | None = None,
+        payload: dict | None = None,
     ) -> None:
-        """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
-        p = self.p
-        if p.dist.is_main:  # rank 0 writes; the others' messages name its file
-            # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
-            best_model = None if (state.best_epoch == state.epoch and mid_epoch is None) else best_weights
-            rng = {
-                "torch": torch.get_rng_state(),
-                "data_order": p.train_batches.generator.get_state(),
-                "python": list(random.getstate()[1]),
-                "python_version": random.getstate()[0],
-            }
-            if p.device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(p.device)
+        """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link); ``payload``:
+        a :meth:`snapshot` taken earlier, written instead of the current state."""
+        if self.p.dist.is_main:  # rank 0 writes; the others' messages name its file
             path = self.out_dir / name
-            checkpoint.save(
-                path,
-                {
-                    "model": p.model.state_dict(),
-                    "optimizer": p.optimizer.state_dict(),
-                    "scheduler": p.schedule.state_dict(),
-                    "scaler": p.scaler.state_dict() if p.scaler is not None else {},
-                    **state.state_dict(p.monitor, p.mode),
-                    "config": p.run.raw,
-                    "overrides": self.overrides,
-                    "data": p.meta,
-                    "versions": checkpoint.versions(),
-                    "rng": rng,
-                    "best_model": best_model,
-                    "mid_epoch": mid_epoch,
-                    "saved_at": time.time(),  # after the logs so far were flushed: a resume keeps exactly those
-                },
-            )
+            body = payload if payload is not None else self._payload(state, best_weights, mid_epoch)
+            # saved_at: after the logs so far were flushed: a resume keeps exactly those
+            checkpoint.save(path, {**body, "saved_at": time.time()})
             if also:
                 checkpoint.duplicate(path, self.out_dir / also)
-        if "last.pt" in (name, also):
+        if payload is None and "last.pt" in (name, also):
             self.last_saved = f"{self.out_dir / 'last.pt'} ({position(state.epoch, state.step, mid_epoch is not None)})"
+
+    def _payload(self, state: State, best_weights: dict | None, mid_epoch: dict | None) -> dict:
+        p = self.p
+        # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
+        best_model = None if (state.best_epoch == state.epoch and mid_epoch is None) else best_weights
+        rng = {
+            "torch": torch.get_rng_state(),
+            "data_order": p.train_batches.generator.get_state(),
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+        }
+        if p.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(p.device)
+        return {
+            "model": p.model.state_dict(),
+            "optimizer": p.optimizer.state_dict(),
+            "scheduler": p.schedule.state_dict(),
+            "scaler": p.scaler.state_dict() if p.scaler is not None else {},
+            **state.state_dict(p.monitor, p.mode),
+            "config": p.run.raw,
+            "overrides": self.overrides,
+            "data": p.meta,
+            "versions": checkpoint.versions(),
+            "rng": rng,
+            "best_model": best_model,
+            "mid_epoch": mid_epoch,
+        }
 
     def resume(self, where: str, state: State) -> tuple[dict | None, MidEpoch | None, float | None]:
         """Restore the parts and ``state`` from a checkpoint; returns (best weights, the mid-epoch position
