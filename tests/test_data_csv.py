@@ -203,6 +203,8 @@ def test_encode_rows_reproduces_the_training_encoding(tmp_path):
         (["3", "1", "10", "2", "1", "3"], "classification", ["1", "2", "3", "10"]),
         (["yes", "no", "no", "maybe", "yes", "no"], "classification", ["maybe", "no", "yes"]),
         (["0.5", "1", "2.25", "3", "1e2", "-4"], "regression", None),
+        (["0.0", "1.0", "1.0", "0.0", "1", "0"], "classification", ["0", "1"]),  # 0/1 stored as floats
+        ([str(v) for v in range(0, 63, 3)], "regression", None),  # 21 distinct whole numbers: a quantity
     ],
 )
 def test_task_is_inferred_from_the_target(tmp_path, values, task, classes):
@@ -214,7 +216,8 @@ def test_task_is_inferred_from_the_target(tmp_path, values, task, classes):
         assert data.y_train.dtype == torch.float32
     else:
         y = torch.cat([data.y_train, data.y_val, data.y_test])
-        assert sorted(classes[k] for k in y.tolist()) == sorted(str(int(v)) if v.isdigit() else v for v in values * 5)
+        whole = lambda v: str(int(float(v))) if v.replace(".", "").isdigit() else v  # noqa: E731
+        assert sorted(classes[k] for k in y.tolist()) == sorted(whole(v) for v in values * 5)
 
 
 def test_explicit_task_codes_as_categories_and_other_delimiters(tmp_path):
@@ -359,7 +362,9 @@ def test_bad_column_from_the_command_is_one_line(tmp_path):
     assert r.stderr.strip() == "mlptrain: error: dataset.path: is required but missing (set dataset.path=...)"
 
 
-def test_body_mass_as_integers_would_be_classes_without_task(tmp_path):
-    # Whole grams look like integer labels: inferred as classification, which is why dataset.task exists.
-    data = load(write_csv(tmp_path / "p.csv", penguins(n=60, missing=False)), target="body_mass_g")
+def test_body_mass_in_whole_grams_is_a_quantity(tmp_path):
+    # Hundreds of distinct whole numbers are a quantity, not ~90 classes; dataset.task still decides.
+    path = write_csv(tmp_path / "p.csv", penguins(n=60, missing=False))
+    assert load(path, target="body_mass_g").task == "regression"
+    data = load(path, target="body_mass_g", task="classification")
     assert data.task == "classification" and not math.isnan(float(data.class_names[0]))

@@ -98,6 +98,7 @@ RUN = [
     "scheduler=cosine",
     "trainer.epochs=3",
     "trainer.progress=none",
+    "trainer.checkpoint_interval_s=0",  # a checkpoint at every epoch
     "trainer.num_threads=1",
     BOTH,
 ]

@@ -32,6 +32,7 @@ RUN = [
     "trainer.batch_size=10",
     "scheduler=cosine",
     "trainer.checkpoint_every_n_steps=9",
+    "trainer.checkpoint_interval_s=0",  # a checkpoint at every epoch
     "trainer.progress=epoch",
     "trainer.num_threads=1",
     "trainer.loggers=[tensorboard,csv]",

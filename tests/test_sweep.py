@@ -58,12 +58,12 @@ def test_one_row_per_job_best_first_with_the_failure_last(sweep_dir):
     assert [r["status"] for r in rows] == ["completed"] * 4 + ["failed"]
     assert "trainer.monitor: 'rmse' is not a metric" in rows[-1]["error"]
     assert rows[-1]["trainer.monitor"] == "rmse" and rows[0]["trainer.monitor"] == ""
-    objectives = [float(r["val/acc (best)"]) for r in rows[:4]]
-    assert objectives == sorted(objectives, reverse=True)  # val/acc: higher is better
+    objectives = [float(r["val/nll (best)"]) for r in rows[:4]]
+    assert objectives == sorted(objectives)  # val/nll: lower is better
     jobs = _job_metrics(sweep_dir)
     for r in rows[:4]:
         m = jobs[(r["model.hidden"], r["seed"])]
-        assert float(r["val/acc (best)"]) == pytest.approx(m["objective"])
+        assert float(r["val/nll (best)"]) == pytest.approx(m["objective"])
         assert int(r["best_epoch"]) == m["best_epoch"]
         assert float(r["test/acc"]) == pytest.approx(m["test"]["acc"])
         assert float(r["train_time_s"]) == pytest.approx(m["train_time_s"])

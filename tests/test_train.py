@@ -64,7 +64,7 @@ def test_checkpoint_round_trip_is_self_describing(train, tmp_path):
     out = tmp_path / "run"
     metrics = train("trainer.epochs=2", out=out)
     ckpt = checkpoint.load(out / "best.pt")  # weights_only=True inside
-    assert ckpt["epoch"] == metrics["best_epoch"] and ckpt["best"]["metric"] == "val/acc"
+    assert ckpt["epoch"] == metrics["best_epoch"] and ckpt["best"]["metric"] == "val/nll"
     assert ckpt["config"]["model"]["hidden"] == [8] and ckpt["data"]["n_outputs"] == 3
     assert {"torch", "mlptrain", "hydra"} <= set(ckpt["versions"])
     last = checkpoint.load(out)  # a run dir means its last.pt
@@ -134,7 +134,7 @@ def test_event_file_has_scalars_config_and_hparams_in_one_run(train, tmp_path):
         "lr",
         "throughput/samples_per_s",
         "hparam/test_acc",
-        "hparam/best_val_acc",
+        "hparam/best_val_nll",
     } <= scalars
     assert [e.step for e in acc.Scalars("val/acc")] == [1, 2]
     content = acc.PluginTagToContent("hparams")
@@ -155,9 +155,9 @@ def test_metrics_json_is_complete(train, tmp_path):
     out = tmp_path / "run"
     train("trainer.epochs=2", out=out)
     m = json.loads((out / "metrics.json").read_text())
-    assert m["monitor"] == "val/acc" and m["mode"] == "max" and m["epochs"] == 2
+    assert m["monitor"] == "val/nll" and m["mode"] == "min" and m["epochs"] == 2
     assert len(m["history"]) == 2 and {"train/loss", "val/acc", "lr"} <= set(m["history"][0])
-    assert m["objective"] == max(r["val/acc"] for r in m["history"])
+    assert m["objective"] == min(r["val/nll"] for r in m["history"])
 
 
 def test_progress_bar_on_a_terminal_and_epoch_lines_otherwise(caplog):

@@ -74,6 +74,8 @@ class CsvConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 0
+    # Classification splits keep the class proportions (csv.yaml: true; false where a config predates it).
+    stratify: bool = False
 
     def __post_init__(self) -> None:
         check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")

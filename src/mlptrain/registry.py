@@ -138,6 +138,9 @@ LOSSES: dict[str, LossSpec] = {
 # Loss -> the tasks it fits ("binary": classification with exactly two classes). Torch-free, so a
 # misfit is caught by parse(); losses.build_task checks again with the loaded data's true shape.
 LOSS_TASKS = {name: spec.tasks for name, spec in LOSSES.items()}
+# loss=auto (the default): the likelihood that follows the task, resolved once the task is known
+# (from the config, or from the data for a CSV with dataset.task=auto).
+AUTO_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 PROBABILISTIC = tuple(name for name, spec in LOSSES.items() if spec.probabilistic)
 
 # Metrics each kind of task reports (metrics.json, TensorBoard, HParams).
@@ -146,10 +149,13 @@ METRICS = {
     "regression": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
     "probabilistic": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
 }
-# The metric each task selects on by default. Never "loss": it is not comparable across losses
-# (a sweep over loss= must rank its jobs on one scale). Point regressors rank by RMSE, predictive
-# distributions by NLL (a proper scoring rule that rewards calibrated spread).
-DEFAULT_MONITOR = {"classification": "acc", "regression": "rmse", "probabilistic": "nll"}
+# The metric each task selects on by default: the validation loss of the default loss, on a scale every
+# loss of the task shares (a sweep over loss= ranks its jobs on one scale). Classification: NLL, which is
+# the cross-entropy loss; unlike accuracy it does not saturate (a small validation split reaches 100%
+# accuracy in the first epochs, and selecting there tests an under-trained model). Point regressors: RMSE,
+# the square root of the MSE loss; predictive distributions: NLL, a proper scoring rule that rewards
+# calibrated spread. All are minimised, so the default objective's direction is known from the config.
+DEFAULT_MONITOR = {"classification": "nll", "regression": "rmse", "probabilistic": "nll"}
 MAXIMISE = {"acc", "r2"}
 NOT_MONITORABLE = {"coverage95"}  # good when near 0.95, so neither min nor max selects on it
 
@@ -163,7 +169,7 @@ def losses_for(task: str, n_classes: int | None = None) -> list[str]:
 def loss_misfit(loss: str, dataset: str, task: str, n_classes: int | None = None) -> str | None:
     """None if ``loss`` fits the dataset's task, else the one-line reason naming the losses that do."""
     fits = losses_for(task, n_classes)
-    if loss in fits:
+    if loss == "auto" or loss in fits:
         return None
     what = f"{task}, {n_classes} classes" if n_classes else task
     if n_classes is None and "bce" in fits:
@@ -229,10 +235,8 @@ def objective_mode(trainer: Any, dataset: Any) -> str | None:
     if trainer.mode != "auto":
         return trainer.mode
     monitor = str(trainer.monitor).removeprefix("val/")
-    if monitor == "auto":  # the task's default: accuracy for classification, an error for regression
-        spec = DATASETS.get(dataset.get("name") if hasattr(dataset, "get") else getattr(dataset, "name", None))
-        task = spec.task if spec is not None else None
-        return {"classification": "max", "regression": "min"}.get(task)
+    if monitor == "auto":  # every task's default (DEFAULT_MONITOR) is a loss-like metric, minimised
+        return "min"
     return "max" if monitor in MAXIMISE else "min"
 
 

@@ -33,7 +33,7 @@ SYNTHETIC_REGRESSION = datasets(SyntheticConfig, "regression")
 VISION = datasets(VisionConfig)
 # The loss table lives in the torch-free registry; its names are re-exported here for the modules
 # that import them from config.
-LOSSES = tuple(LOSS_TASKS)
+LOSSES = ("auto", *LOSS_TASKS)
 
 
 # ----------------------------------------------------------------------------- model
@@ -70,7 +70,7 @@ class ModelConfig:
 class LossConfig:
     """Every loss's keys in one schema; ``registry.LOSSES[name].params`` says which ones a loss reads."""
 
-    name: str = "cross_entropy"
+    name: str = "auto"  # auto: registry.AUTO_LOSS[task] (cross_entropy or mse), resolved with the task
     label_smoothing: float = 0.0  # cross_entropy
     output: str = "softmax"  # mse on classes: softmax | raw
     huber_delta: float = 1.0
@@ -98,8 +98,8 @@ class LossConfig:
         )
         # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
         # which keys each loss reads), rather than silently ignored.
-        for f in dataclasses.fields(self):
-            if f.name != "name" and getattr(self, f.name) != f.default:
+        for f in dataclasses.fields(self):  # loss=auto: checked once resolved (losses.build_task)
+            if self.name != "auto" and f.name != "name" and getattr(self, f.name) != f.default:
                 problem = loss_param_misuse(self.name, f.name)
                 check(problem is None, f"loss.{f.name}", problem)
 
@@ -196,11 +196,16 @@ class SchedulerConfig:
 # ----------------------------------------------------------------------------- trainer
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool = False
+    enabled: bool | str = "auto"  # auto: on for small data (mlptrain.train.sizes)
     patience: int = 10
     min_delta: float = 0.0
 
     def __post_init__(self) -> None:
+        check(
+            isinstance(self.enabled, bool) or self.enabled == "auto",
+            "trainer.early_stopping.enabled",
+            f"must be true, false or auto, got {self.enabled!r}",
+        )
         check(self.patience >= 0, "trainer.early_stopping.patience", f"must be >= 0, got {self.patience}")
         check(
             finite(self.min_delta) and self.min_delta >= 0,
@@ -211,9 +216,10 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 60
+    # auto: sized to the training split (mlptrain.train.sizes: 60 epochs of batches of 128 on large data)
+    epochs: int | str = "auto"
     max_steps: int = -1  # > 0: train exactly this many optimizer steps; epochs is then ignored
-    batch_size: int = 128
+    batch_size: int | str = "auto"
     eval_batch_size: int = 4096
     device: str = "auto"
     devices: int = 1  # processes (DDP ranks) per job; > 1 starts them like torchrun
@@ -229,6 +235,8 @@ class TrainerConfig:
     progress: str = "auto"  # auto (bar on a terminal) | bar | epoch | none
     checkpoint: bool = True
     checkpoint_every_n_steps: int = 0
+    # Epoch-end checkpoints at most this often (the last epoch and a signal always write one); 0: every epoch.
+    checkpoint_interval_s: float = 2.0
     resume: str | None = None
     init_from: str | None = None  # a run dir (its last.pt) or checkpoint whose weights start a new run
     nan_policy: str = "stop"  # stop | skip_batch
@@ -240,28 +248,38 @@ class TrainerConfig:
     image_every_n_epochs: int = 0
 
     def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            v = getattr(self, key)
+            check(
+                v == "auto" or (isinstance(v, int) and not isinstance(v, bool)),
+                f"trainer.{key}",
+                f"must be an integer or auto, got {v!r}",
+            )
+        auto = {k for k in ("epochs", "batch_size") if getattr(self, k) == "auto"}
         # Step counts are int64 tensors and checkpoint fields: larger values cannot be counted to.
         # 0 would test untrained weights and report them as the run's results: refused (eval is mlptrain-eval).
         check(
-            self.epochs >= 1 or (self.epochs == 0 and self.max_steps > 0),
+            "epochs" in auto or self.epochs >= 1 or (self.epochs == 0 and self.max_steps > 0),
             "trainer.epochs",
-            f"must be >= 1, got {self.epochs} (to evaluate a trained run: mlptrain-eval <run dir>)",
+            f"must be >= 1 or auto, got {self.epochs} (to evaluate a trained run: mlptrain-eval <run dir>)",
         )
         check(
             self.max_steps == -1 or self.max_steps >= 1,
             "trainer.max_steps",
             f"must be -1 (off) or >= 1, got {self.max_steps}",
         )
-        for key in ("epochs", "max_steps"):
+        for key in {"epochs", "max_steps"} - auto:
             check(getattr(self, key) < 2**63, f"trainer.{key}", f"must be < 2**63, got {getattr(self, key)}")
-        check(self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}")
+        check(
+            "batch_size" in auto or self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}"
+        )
         check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
         check(ok, "trainer.device", f"unknown device {dev!r}; valid: {DEVICES_HELP}")
         check(self.devices >= 1, "trainer.devices", f"must be >= 1, got {self.devices}")
         check(
-            self.batch_size >= self.devices,
+            "batch_size" in auto or self.batch_size >= self.devices,
             "trainer.batch_size",
             f"{self.batch_size} is smaller than trainer.devices={self.devices} (the global batch is split "
             "across the processes)",
@@ -284,6 +302,11 @@ class TrainerConfig:
             self.checkpoint_every_n_steps >= 0,
             "trainer.checkpoint_every_n_steps",
             f"must be >= 0, got {self.checkpoint_every_n_steps}",
+        )
+        check(
+            finite(self.checkpoint_interval_s) and self.checkpoint_interval_s >= 0,
+            "trainer.checkpoint_interval_s",
+            f"must be >= 0 seconds, got {self.checkpoint_interval_s}",
         )
         choice(self.nan_policy, "trainer.nan_policy", ("stop", "skip_batch"))
         for i, name in enumerate(self.loggers):

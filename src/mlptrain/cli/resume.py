@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from mlptrain.compose import RESUME_KEY, hydra_value, parse_args
 from mlptrain.config import parse
 from mlptrain.errors import ConfigError
+from mlptrain.registry import DEFAULT_MONITOR
 
 INIT_KEY = "trainer.init_from"
 # Where the data lies, not what it is (the data itself is compared after loading): pinned, never compared.
@@ -107,6 +108,8 @@ def plan(argv: list[str]) -> tuple[list[str], Resuming | None]:
         for o in stored_parsed
         if _key(o) not in mine and _key(o) not in skip and not _key(o).startswith("hydra")
     ]
+    if key == RESUME_KEY:  # a new run (init_from) takes today's defaults
+        inherited += pinned_defaults(ckpt, mine | {_key(o) for o in stored_parsed})
     extra = list(pinned)
     if key == RESUME_KEY and run_dir is not None and "hydra.run.dir" not in mine:
         extra.append(f"hydra.run.dir={hydra_value(str(run_dir))}")
@@ -167,10 +170,44 @@ def check_resume(resuming: Resuming, cfg: DictConfig) -> None:
         before, now = problem
         source = Path(where).resolve()
         key, length = now.split("=", 1)
-        if key == "trainer.epochs" and before.startswith(key) and int(length) > int(before.split("=")[1]):
-            length = str(int(length) - int(before.split("=")[1]))  # the new run trains the extra epochs
+        was = before.split("=", 1)[1]
+        if key == "trainer.epochs" and before.startswith(key) and length.isdigit() and was.isdigit() and int(length) > int(was):
+            length = str(int(length) - int(was))  # the new run trains the extra epochs
         raise ConfigError(
             f"{RESUME_KEY}: scheduler={run.scheduler.name} plans the lr over the run's whole length ({before}), so "
             f"{now} cannot extend it; train on from its weights with a fresh schedule in a new run: "
             f"mlptrain {INIT_KEY}={hydra_value(str(source))} {key}={length}"
         )
+
+
+# Settings whose default has changed (issue 16: the loss follows the task, sizes follow the data, the
+# monitor is the validation loss): a run resumes with the values it was trained with, not today's defaults.
+PINNED = ("trainer.batch_size", "trainer.epochs", "trainer.early_stopping.enabled")
+
+
+def pinned_defaults(ckpt: dict, given: set[str]) -> list[str]:
+    """Overrides that pin, for a resumed run, the settings in PINNED, its loss and its monitor as it was
+    trained (unless they are set now or were set on its own command line)."""
+    config = ckpt.get("config") or {}
+    out = []
+    loss = (config.get("loss") or {}).get("name")
+    if "loss" not in given and isinstance(loss, str) and loss != "auto":
+        out.append(f"loss={loss}")
+    for key in PINNED:
+        node: object = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if key not in given and isinstance(node, (bool, int, str)) and node != "auto":
+            out.append(f"{key}={str(node).lower() if isinstance(node, bool) else node}")
+    best = ckpt.get("best") or {}
+    metric, mode = str(best.get("metric") or ""), best.get("mode")
+    trainer = config.get("trainer") or {}
+    dataset = config.get("dataset") or {}
+    if dataset.get("name") == "csv" and "stratify" not in dataset and "dataset.stratify" not in given:
+        out.append("dataset.stratify=false")  # its split was drawn before classification splits were stratified
+    old_default = metric.removeprefix("val/") not in DEFAULT_MONITOR.values()
+    if old_default and trainer.get("monitor") == "auto" and "trainer.monitor" not in given:
+        out.append(f"trainer.monitor={metric.removeprefix('val/')}")
+        if mode in ("min", "max") and "trainer.mode" not in given:
+            out.append(f"trainer.mode={mode}")
+    return out

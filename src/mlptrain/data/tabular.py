@@ -20,8 +20,10 @@ from collections import Counter
 
 import torch
 
-from mlptrain.data.bundle import DataBundle, DataError, split_indices
+from mlptrain.data.bundle import DataBundle, DataError
+from mlptrain.data.columns import junk_columns, warn_many_categories
 from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number
+from mlptrain.data.splits import split_rows
 
 log = logging.getLogger("mlptrain")
 
@@ -122,28 +124,50 @@ def _most_frequent(values):
     return min(counts, key=lambda v: (-counts[v], v))  # ties: the smallest value, so the choice is deterministic
 
 
+# dataset.task=auto: a target of whole numbers is a class label when it takes at most this many values
+# (0/1 written as 0.0/1.0 included); with more it is a quantity (grams, counts, prices): regression.
+MAX_AUTO_CLASSES = 20
+
+
+def _whole(value: str) -> int | None:
+    """The integer a cell spells (``3``, ``+3``, ``3.0``), else None."""
+    if is_int(value):
+        return int(value)
+    x = parse_number(value)
+    return int(x) if x is not None and x == int(x) else None
+
+
+def infer_task(values: list[str], target: str) -> str:
+    """dataset.task=auto: text -> classification; whole numbers -> classification with at most
+    MAX_AUTO_CLASSES distinct values, else regression; other numbers -> regression."""
+    whole = [_whole(v) for v in values]
+    if all(w is not None for w in whole):
+        n = len(set(whole))
+        task = "classification" if n <= MAX_AUTO_CLASSES else "regression"
+        why = f"{n} distinct whole numbers" + ("" if task == "classification" else f" (> {MAX_AUTO_CLASSES})")
+    elif all(parse_number(v) is not None for v in values):
+        task, why = "regression", "decimal numbers"
+    else:
+        task, why = "classification", "text values"
+    log.info("dataset.target %r: %s, inferred from its %s (set dataset.task to change it)", target, task, why)
+    return task
+
+
 def _fit_target(values: list[str], task: str, target: str) -> tuple[str, list[str] | None]:
     """The task (from ``dataset.task`` or the target's values) and, for classification, the class names."""
     if task == "auto":
-        if all(is_int(v) for v in values):
-            task = "classification"
-        elif all(parse_number(v) is not None for v in values):
-            task = "regression"
-        else:
-            task = "classification"
-        log.info("dataset.target %r: %s task inferred from its values (set dataset.task to change it)", target, task)
+        task = infer_task(values, target)
     if task == "regression":
         return task, None
-    if all(is_int(v) for v in values):
-        classes = [str(c) for c in sorted({int(v) for v in values})]
-    else:
-        classes = sorted(set(values))
+    whole = [_whole(v) for v in values]
+    ints = all(w is not None for w in whole)
+    classes = [str(c) for c in sorted(set(whole))] if ints else sorted(set(values))
     if len(classes) < 2:
         raise DataError(
             f"dataset.target: column {target!r} has a single value {classes[0]!r}; "
             f"a classifier needs at least two classes"
         )
-    if len(classes) > 50 and all(is_int(v) for v in values):
+    if len(classes) > 50 and ints:
         log.warning(
             "dataset.target %r: %d integer classes; for a quantity set dataset.task=regression", target, len(classes)
         )
@@ -163,7 +187,8 @@ def _targets(values: list[str], task: str, classes: list[str] | None, table: Tab
     ints = all(is_int(c) for c in classes)
     out = []
     for i, v in enumerate(values):
-        k = index.get(str(int(v)) if ints and is_int(v) else v)
+        w = _whole(v) if ints else None
+        k = index.get(v if w is None else str(w))
         if k is None:
             raise DataError(
                 f"{table.where(i, target)}: class {v!r} does not occur in {target!r} of the "
@@ -195,7 +220,11 @@ def load_csv(cfg) -> DataBundle:
     main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter)
     target = cfg.target
     main.column(target, "dataset.target")
-    features = list(cfg.features) if cfg.features else [h for h in main.header if h != target]
+    if cfg.features:
+        features = list(cfg.features)
+    else:  # every other column, but a pandas index or a per-row text id (mlptrain.data.columns)
+        junk = junk_columns(main.header, main.columns, target, cells)
+        features = [h for h in main.header if h != target and h not in junk]
     for f in features:
         main.column(f, "dataset.features")
     if target in features:
@@ -216,12 +245,15 @@ def load_csv(cfg) -> DataBundle:
 
     task, classes = _fit_target(main.columns[target], cfg.task, target)
     y_main = _targets(main.columns[target], task, classes, main, target)
-    tr, va, te = split_indices(len(main), cfg.val_fraction, 0 if test else cfg.test_fraction, cfg.seed)
+    # classification: stratified, so a small table's val and test parts hold every class in proportion
+    labels = y_main if task == "classification" and cfg.stratify else None
+    tr, va, te = split_rows(len(main), cfg.val_fraction, 0 if test else cfg.test_fraction, cfg.seed, labels)
     train_rows = tr.tolist()
 
     categorical = set(cfg.categorical)
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
     columns = [spec for spec, _ in fitted.values()]
+    warn_many_categories(columns, len(train_rows))
     preprocess = {
         "kind": "csv",
         "target": target,

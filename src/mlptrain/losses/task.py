@@ -6,6 +6,7 @@ Nothing here knows a loss by name: what differs between losses is their
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,16 @@ from torch import nn
 
 from mlptrain.errors import ConfigError
 from mlptrain.losses.likelihoods import Likelihood
-from mlptrain.registry import DEFAULT_MONITOR, LOSSES, MAXIMISE, METRICS, NOT_MONITORABLE, loss_misfit, target_misfit
+from mlptrain.registry import (
+    AUTO_LOSS,
+    DEFAULT_MONITOR,
+    LOSSES,
+    MAXIMISE,
+    METRICS,
+    NOT_MONITORABLE,
+    loss_misfit,
+    target_misfit,
+)
 
 
 @dataclass
@@ -127,6 +137,8 @@ def build_task(
     rebuilt without them.
     """
     task, k = meta["task"], meta["n_outputs"]
+    if loss_cfg.name == "auto":  # the loss follows the task; its keys are checked against the loss chosen
+        loss_cfg = dataclasses.replace(loss_cfg, name=AUTO_LOSS[task])
     problem = loss_misfit(loss_cfg.name, meta["name"], task, k if task == "classification" else None)
     if problem:
         raise ConfigError(problem)

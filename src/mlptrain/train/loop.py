@@ -42,6 +42,7 @@ class Trainer:
     ):
         self.run, self.cfg, self.out_dir = run, run.trainer, Path(out_dir)
         self.parts = p = build(run, data)
+        self.run, self.cfg = p.run, p.cfg  # with the trainer's auto sizes resolved for this data
         self.state = State()
         # the command line's overrides are saved with each checkpoint: a resume starts from them
         self.checkpoints = Checkpoints(p, self.out_dir, list(overrides or []))
@@ -52,6 +53,11 @@ class Trainer:
         self._stop = signals.GracefulStop()  # installed by fit(); read once per step
         self._epoch_t0 = 0.0
         self._epoch_rows = 0  # rows the last epoch trained on (all ranks), for its throughput
+        # Epoch-end checkpoints are throttled (trainer.checkpoint_interval_s): when the last was written,
+        # whether the current state is unwritten, and an improved epoch's checkpoint held for best.pt.
+        self._written_at = time.monotonic()
+        self._unwritten = False
+        self._best_snapshot: dict | None = None
 
     def __getattr__(self, name: str):
         """The parts (model, optimizer, schedule, task, data, monitor, mode, ...) as the trainer's own
@@ -169,10 +175,45 @@ class Trainer:
         p.schedule.step_batch()
         return True
 
+    def _epoch_end_checkpoint(self, improved: bool, last: bool) -> None:
+        """At an epoch's end: checkpoints and the running metrics.json, at most every
+        ``trainer.checkpoint_interval_s`` seconds, and always after the last epoch or when a signal asks
+        to stop. A short run (a small table: hundreds of epochs of milliseconds) so writes a few instead of
+        one per epoch; resume stays exact, from whichever checkpoint was written last. An improved epoch
+        that is not written now is held in memory and written as best.pt with the next write."""
+        if improved:
+            self._best_snapshot = None
+        due = last or self._stop.received is not None
+        if due or time.monotonic() - self._written_at >= self.cfg.checkpoint_interval_s:
+            self._write_epoch_end(improved)
+        else:
+            self._unwritten = True
+            if improved and self.cfg.checkpoint:
+                self._best_snapshot = self.checkpoints.snapshot(self.state, self.best_weights)
+
+    def _write_epoch_end(self, improved: bool) -> None:
+        state, out = self.state, self.outputs
+        if self.cfg.checkpoint and (improved or self._unwritten or self._best_snapshot is not None):
+            out.before_checkpoint()
+            if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
+                self.checkpoints.save("best.pt", state, self.best_weights, also="last.pt")  # linked, not copied
+            else:
+                self._write_best_snapshot()
+                self.checkpoints.save("last.pt", state, self.best_weights)
+        if improved or self._unwritten:
+            out.write_metrics("running")
+        self._unwritten, self._written_at = False, time.monotonic()
+
+    def _write_best_snapshot(self) -> None:
+        if self._best_snapshot is not None:
+            self.checkpoints.save("best.pt", self.state, None, payload=self._best_snapshot)
+            self._best_snapshot = None
+
     def _save_mid_epoch(self, mid: MidEpoch) -> None:
         """last.pt between two steps; never a non-finite state (that is a divergence instead)."""
         if not self.cfg.checkpoint:
             return
+        self._write_best_snapshot()
         losses, correct = self.dist.epoch_totals(mid.losses, mid.correct)  # DDP: the global batches' values
         done = losses[: mid.batch]
         self.guards.check_finite(done, mid.start_step, epoch_end=False)
@@ -236,8 +277,9 @@ class Trainer:
             # time already spent in this epoch before a mid-epoch checkpoint counts too
             self._epoch_t0 = time.perf_counter() - (self._mid.elapsed if self._mid is not None else 0.0)
             try:
-                # arrived while validating or saving (on any rank): last.pt is already current
+                # arrived while validating or saving (on any rank): last.pt is made current first
                 if p.dist.any(self._stop.received is not None):
+                    self._write_epoch_end(improved=False)
                     raise self._interrupted()
                 train = self.train_epoch(out.progress)
                 dt = time.perf_counter() - self._epoch_t0
@@ -245,6 +287,7 @@ class Trainer:
                 val = p.task.metrics(val_out[1], p.val[1])
                 self.guards.check_val(val, train)
             except TrainingError as e:
+                self._write_best_snapshot()  # a held best.pt is written; last.pt stays the last good one
                 out.fail("interrupted" if isinstance(e, TrainingInterrupted) else "diverged")
                 raise
             state.train_time += dt
@@ -272,13 +315,8 @@ class Trainer:
             }
             state.history.append(row)
             out.epoch(row, improved, step_lrs, val_out)
-            if cfg.checkpoint:
-                out.before_checkpoint()
-                if improved:  # best.pt first: last.pt (which carries the best weights too) is the resume point
-                    self.checkpoints.save("best.pt", state, self.best_weights, also="last.pt")  # linked, not copied
-                else:
-                    self.checkpoints.save("last.pt", state, self.best_weights)
-            out.write_metrics("running")
+            last = state.epoch >= p.max_epochs or 0 < cfg.max_steps <= state.step or early_stop_due(p, state)
+            self._epoch_end_checkpoint(improved, last)
             if early_stop_due(p, state):
                 stop_reason = "early_stopped"
                 log.info(
@@ -289,6 +327,8 @@ class Trainer:
                     state.best_value,
                     state.best_epoch,
                 )
+        if self._unwritten:
+            self._write_epoch_end(improved=False)
         out.end_training(val_out)
         # Test once, on the weights of the best validation epoch.
         if self.best_weights is not None:

@@ -20,6 +20,7 @@ from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.model import Network, build_model
 from mlptrain.optim import Schedule, build_optimizer, build_scheduler
 from mlptrain.parallel.collectives import Dist
+from mlptrain.train import sizes
 
 log = logging.getLogger("mlptrain")
 
@@ -83,14 +84,15 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
     if cfg.init_from and not cfg.resume:  # a resume restores its own weights
         init_weights(model, cfg.init_from)
+    batch_size = sizes.resolve_batch_size(run, len(data.y_train), dist.world)
     if cfg.num_threads == "auto":  # the work per step is known now
-        threads, why = auto_threads(sum(p.numel() for p in model.parameters()), cfg.batch_size, device)
+        threads, why = auto_threads(sum(p.numel() for p in model.parameters()), batch_size, device)
         if threads:
             torch.set_num_threads(threads)
             log.info("threads: %d (trainer.num_threads=auto: %s)", threads, why)
-    batches = DeviceBatches(
-        data.x_train, data.y_train, cfg.batch_size, run.seed, device, rank=dist.rank, world=dist.world
-    )
+    batches = DeviceBatches(data.x_train, data.y_train, batch_size, run.seed, device, rank=dist.rank, world=dist.world)
+    run = sizes.resolve(run, batch_size, len(batches))  # trainer.*=auto as numbers, from here on
+    cfg = run.trainer
     optimizer = build_optimizer(run.optim, model)
     steps_per_epoch = len(batches)
     # trainer.max_steps > 0 replaces trainer.epochs: train exactly that many steps (the last

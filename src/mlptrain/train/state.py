@@ -36,9 +36,7 @@ RESUME_FIXED = (
     "scheduler",
     "seed",
     "trainer.batch_size",
-    "trainer.monitor",
-    "trainer.mode",
-)
+)  # and the monitor and its mode as resolved (trainer.monitor=auto and =nll are the same)
 
 
 @dataclass
@@ -101,52 +99,70 @@ class Checkpoints:
             return f"the last good checkpoint is kept: {self.last_saved}"
         return "no checkpoint had been written yet"
 
+    def snapshot(self, state: State, best_weights: dict | None) -> dict | None:
+        """What ``save`` would write now, copied, to be written later (``save(..., payload=)``); rank 0 only."""
+        if not self.p.dist.is_main:
+            return None
+        return copy.deepcopy(self._payload(state, best_weights, None))
+
     def save(
-        self, name: str, state: State, best_weights: dict | None, mid_epoch: dict | None = None, also: str | None = None
+        self,
+        name: str,
+        state: State,
+        best_weights: dict | None,
+        mid_epoch: dict | None = None,
+        also: str | None = None,
+        payload: dict | None = None,
     ) -> None:
-        """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link)."""
-        p = self.p
-        if p.dist.is_main:  # rank 0 writes; the others' messages name its file
-            # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
-            best_model = None if (state.best_epoch == state.epoch and mid_epoch is None) else best_weights
-            rng = {
-                "torch": torch.get_rng_state(),
-                "data_order": p.train_batches.generator.get_state(),
-                "python": list(random.getstate()[1]),
-                "python_version": random.getstate()[0],
-            }
-            if p.device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(p.device)
+        """Write checkpoint ``name``; ``also``: a second name for the same bytes (a hard link); ``payload``:
+        a :meth:`snapshot` taken earlier, written instead of the current state."""
+        if self.p.dist.is_main:  # rank 0 writes; the others' messages name its file
             path = self.out_dir / name
-            checkpoint.save(
-                path,
-                {
-                    "model": p.model.state_dict(),
-                    "optimizer": p.optimizer.state_dict(),
-                    "scheduler": p.schedule.state_dict(),
-                    "scaler": p.scaler.state_dict() if p.scaler is not None else {},
-                    **state.state_dict(p.monitor, p.mode),
-                    "config": p.run.raw,
-                    "overrides": self.overrides,
-                    "data": p.meta,
-                    "versions": checkpoint.versions(),
-                    "rng": rng,
-                    "best_model": best_model,
-                    "mid_epoch": mid_epoch,
-                    "saved_at": time.time(),  # after the logs so far were flushed: a resume keeps exactly those
-                },
-            )
+            body = payload if payload is not None else self._payload(state, best_weights, mid_epoch)
+            # saved_at: after the logs so far were flushed: a resume keeps exactly those
+            checkpoint.save(path, {**body, "saved_at": time.time()})
             if also:
                 checkpoint.duplicate(path, self.out_dir / also)
-        if "last.pt" in (name, also):
+        if payload is None and "last.pt" in (name, also):
             self.last_saved = f"{self.out_dir / 'last.pt'} ({position(state.epoch, state.step, mid_epoch is not None)})"
+
+    def _payload(self, state: State, best_weights: dict | None, mid_epoch: dict | None) -> dict:
+        p = self.p
+        # last.pt alone must resume exactly, so it carries the best weights unless they are its own.
+        best_model = None if (state.best_epoch == state.epoch and mid_epoch is None) else best_weights
+        rng = {
+            "torch": torch.get_rng_state(),
+            "data_order": p.train_batches.generator.get_state(),
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+        }
+        if p.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(p.device)
+        return {
+            "model": p.model.state_dict(),
+            "optimizer": p.optimizer.state_dict(),
+            "scheduler": p.schedule.state_dict(),
+            "scaler": p.scaler.state_dict() if p.scaler is not None else {},
+            **state.state_dict(p.monitor, p.mode),
+            "config": p.run.raw,
+            "overrides": self.overrides,
+            "data": p.meta,
+            "versions": checkpoint.versions(),
+            "rng": rng,
+            "best_model": best_model,
+            "mid_epoch": mid_epoch,
+        }
 
     def resume(self, where: str, state: State) -> tuple[dict | None, MidEpoch | None, float | None]:
         """Restore the parts and ``state`` from a checkpoint; returns (best weights, the mid-epoch position
         if it was saved between two steps, the wall time it was saved at)."""
         p = self.p
         ckpt = checkpoint.load(where)
-        mismatch = incompatible(ckpt.get("config") or {}, p.run.raw) or data_differs(ckpt.get("data") or {}, p.meta)
+        mismatch = (
+            incompatible(ckpt.get("config") or {}, p.run.raw)
+            or data_differs(ckpt.get("data") or {}, p.meta)
+            or monitor_differs(ckpt.get("best") or {}, p.monitor, p.mode)
+        )
         if mismatch:
             raise ConfigError(
                 f"trainer.resume: {where} was trained with a different {mismatch}; resume with "
@@ -234,11 +250,17 @@ def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
     return metrics
 
 
+# Keys added to a group since older checkpoints were written: absent there, they had this value.
+ADDED_KEYS = {"dataset": {"stratify": False}}
+
+
 def incompatible(old: dict, new: dict) -> str | None:
     """Name the first setting that makes a checkpoint unusable for this run, if any."""
     for key in RESUME_FIXED:
         group, _, sub = key.partition(".")
         a, b = old.get(group), new.get(group)
+        if isinstance(a, dict) and isinstance(b, dict):
+            a = {**{k: v for k, v in ADDED_KEYS.get(group, {}).items() if k in b}, **a}
         if sub:
             a, b = (a or {}).get(sub), (b or {}).get(sub)
         if a == b:
@@ -270,6 +292,14 @@ def length_change(old: dict, new: dict) -> tuple[str, str] | None:
     before, now = run_length(old.get("trainer") or {}), run_length(new.get("trainer") or {})
     if (new.get("scheduler") or {}).get("name") in WHOLE_RUN_SCHEDULES and before != now:
         return before, now
+    return None
+
+
+def monitor_differs(best: dict, monitor: str, mode: str) -> str | None:
+    """The metric that chose the best epoch, and its direction, must be the same after a resume."""
+    old = (best.get("metric"), best.get("mode"))
+    if old[0] is not None and old != (f"val/{monitor}", mode):
+        return f"trainer.monitor (trainer.monitor: {old[0]} ({old[1]}) -> val/{monitor} ({mode}))"
     return None
 
 
