@@ -38,6 +38,9 @@ from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shut
 from mlptrain.registry import sweep_direction
 
 log = logging.getLogger("mlptrain")
+# How the last job of this process ended (its run dir, and its metrics or its error): what
+# mlptrain.train (the Python API) returns or raises.
+last_job: dict = {}
 register_resolvers()  # before Hydra resolves the run dir of the first job
 
 
@@ -133,9 +136,12 @@ def _hydra_main(cfg: DictConfig) -> float:
             result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
         except BAD_INPUT as e:
             code, msg = EXIT_BAD_INPUT, str(e)
+            last_job.update(run_dir=out_dir, error=e)
         except TrainingError as e:
             code, msg = exit_code(e, EXIT_FAILED), str(e)
+            last_job.update(run_dir=out_dir, error=e)
         else:
+            last_job.update(run_dir=out_dir, metrics=result)
             objective = result["objective"]
             return float("nan") if objective is None else float(objective)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
