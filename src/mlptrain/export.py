@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mlptrain.checkpoint import versions
 from mlptrain.errors import BAD_INPUT, EXIT_BAD_INPUT, DataError
 from mlptrain.inputs import feature_names, is_image, is_table
 from mlptrain.output_file import refuse_inputs, write_output
@@ -58,11 +59,9 @@ def output_names(loaded: Loaded) -> list[str]:
 def sidecar(loaded: Loaded, fmt: str) -> dict:
     """What the graph cannot hold: its inputs' meaning and order, the classes, a table's encoding."""
     meta = loaded.meta
-    from mlptrain import __version__
-
     info = {
         "format": fmt,
-        "mlptrain": __version__,
+        "mlptrain": versions()["mlptrain"],
         "checkpoint": str(loaded.path),
         "dataset": meta["name"],
         "task": loaded.task.task,

@@ -122,6 +122,8 @@ def _is_empty(row: Sequence[str]) -> bool:
 
 def number(text: str) -> tuple[float | None, str | None]:
     """A cell as a float32-representable number, or why it is not one."""
+    if not str(text).strip():
+        return None, "empty cell"
     try:
         x = float(text)
     except (TypeError, ValueError):
