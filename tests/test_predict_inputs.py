@@ -94,6 +94,22 @@ def test_an_image_checkpoint_predicts_from_pixel_columns_and_from_png_files(runs
     assert json.loads(out)["metrics"]["acc"] == 1.0 and json.loads(out)["rows"] == 4
 
 
+def test_importance_of_an_image_model_per_pixel_with_its_picture(runs, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "imp.csv"
+    code, text, err = call(
+        eval_main, str(runs["mnist"]), "--importance", "--repeats", "1", "--importance-csv", str(out)
+    )
+    assert code == 0, err
+    with open(out, newline="") as f:
+        assert sorted(r["column"] for r in csv.DictReader(f)) == sorted(
+            f"px_{r}_{c}" for r in range(28) for c in range(28)
+        )
+    with Image.open(tmp_path / "imp.png") as img:
+        assert img.format == "PNG" and img.size == (224, 224) and img.mode == "L"
+
+
 def test_image_inputs_that_cannot_be_converted_are_one_line(runs, tmp_path):
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     (tmp_path / "broken.png").write_bytes(b"not a png")

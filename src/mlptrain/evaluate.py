@@ -134,6 +134,12 @@ def eval_main(argv: list[str] | None = None) -> None:
 
             result["importance"] = permutation_importance(loaded, x, y, args.repeats)
             write_output(_importance_path(args), table_csv(result["importance"]).encode(), "importance table")
+            if len(loaded.meta.get("input_shape") or []) == 3:  # an image model: the picture too
+                from mlptrain.importance import picture
+
+                png = _importance_path(args).with_suffix(".png")
+                write_output(png, picture(result["importance"], loaded.meta), "importance picture")
+                print(f"wrote {png}", file=sys.stderr)
         text = json.dumps(result, indent=2) + "\n"
         if args.output:
             _write(args.output, text, "metrics file")

@@ -35,6 +35,7 @@ def column_groups(meta: dict) -> list[tuple[str, list[int]]]:
 def permutation_importance(loaded: Loaded, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> dict:
     """``{"metric", "baseline", "repeats", "rows", "columns": [{"column", "mean", "std"}, ...]}``, the
     columns sorted from the most important."""
+    x = x.reshape(len(x), -1)  # images: (N, C, H, W) -> one column per pixel
     metric = DEFAULT_MONITOR[loaded.task.kind]
     sign = 1.0 if metric in MAXIMISE else -1.0  # importance = drop in score
     base = evaluate(loaded, x, y)[metric]
@@ -76,3 +77,21 @@ def format_table(result: dict, limit: int = 30) -> str:
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more column(s) in the CSV")
     return "\n".join(lines) + "\n"
+
+
+def picture(result: dict, meta: dict, scale: int = 8) -> bytes:
+    """An image model's importance per pixel as a grey PNG (white: most important; the channels of a
+    colour image summed), ``scale`` times the training size."""
+    from PIL import Image
+
+    c, h, w = meta["input_shape"]
+    index = {name: i for i, name in enumerate(feature_names(meta))}
+    values = torch.zeros(c * h * w, dtype=torch.float64)
+    for r in result["columns"]:
+        values[index[r["column"]]] = max(r["mean"], 0.0) if math.isfinite(r["mean"]) else 0.0
+    grid = values.view(c, h, w).sum(0)
+    grid = (grid / grid.max() * 255 if grid.max() > 0 else grid).round().to(torch.uint8)
+    img = Image.fromarray(grid.numpy(), mode="L").resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
