@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlptrain.errors import ConfigError, DataError
+from mlptrain.errors import ConfigError, DataError, from_record
 
 __all__ = ["Model", "TrainResult", "load", "train"]
 
@@ -160,7 +160,7 @@ def train(overrides: Sequence[str] | str = ()) -> TrainResult:
         cli.main()
     except SystemExit as e:
         if "error" in cli.last_job:
-            raise cli.last_job["error"] from None
+            raise from_record(cli.last_job["error"]) from None
         if e.code not in (0, None):
             raise ConfigError(f"mlptrain {' '.join(overrides)} exited with status {e.code}") from None
     finally:
