@@ -316,3 +316,20 @@ def test_train_from_python_is_the_command(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert got["test"] == metrics["test"] and (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
     assert "trainer.batch_sise" in got["error"]
+
+
+def test_a_colour_image_is_read_channel_first_as_cifar_is(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from mlptrain.image_files import read_images
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    a[..., 0], a[..., 1], a[..., 2] = 10, 20, 30
+    a[0, 1, 2] = 99  # row 0, column 1, blue
+    Image.fromarray(a, "RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(a[..., 0], "L").save(tmp_path / "grey.png")  # a grey file for a colour model: R=G=B
+    rows = read_images([tmp_path / "rgb.png", tmp_path / "grey.png"], {"input_shape": [3, 4, 4], "in_features": 48})
+    x = rows.x.view(2, 3, 4, 4)
+    assert x[0, :, 0, 0].tolist() == [10, 20, 30] and x[0, 2, 0, 1] == 99
+    assert x[1, :, 0, 0].tolist() == [10, 10, 10] and rows.carried["file"][1].endswith("grey.png")

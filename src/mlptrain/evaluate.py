@@ -41,11 +41,13 @@ def _parser(prog: str, predict_cmd: bool) -> argparse.ArgumentParser:
         p.add_argument(
             "inputs",
             nargs="+",
-            metavar="INPUT [key=value ...]",
+            metavar="INPUT",
             help="a CSV of raw feature columns ('-': standard input; a header is optional, a target column is "
             "ignored), or for an image model PNG/JPEG files, a folder of them or a glob; then any overrides",
         )
-        p.add_argument("-o", "--output", default="-", help="predictions CSV to write (default: stdout)")
+        p.add_argument(
+            "-o", "--output", default="-", help="predictions CSV to write (default: stdout); never one of the inputs"
+        )
         p.add_argument("--id", help="a column of the input carried to the output first, to join predictions back")
         p.add_argument("--keep", default="", help="more input columns to carry to the output, comma-separated")
     else:
