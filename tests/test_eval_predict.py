@@ -144,7 +144,11 @@ def test_predict_input_errors_are_one_line(runs, tmp_path):
     assert code == 2 and err == f"mlptrain-predict: error: {bad} has 3 feature column(s); the model expects 2\n"
     bad.write_text("a,b\n1,x\n")
     code, _, err = call(predict_main, str(runs["cls"]), str(bad))
-    assert code == 2 and err == f"mlptrain-predict: error: {bad} line 2: a feature is not a number\n"
+    assert (
+        code == 2
+        and err
+        == f"mlptrain-predict: error: {bad} line 2: column 'b': 'x' is not a number; no row could be predicted\n"
+    )
     code, _, err = call(predict_main, str(runs["cls"]), str(tmp_path / "missing.csv"))
     assert code == 2 and "cannot read" in err and err.count("\n") == 1
 

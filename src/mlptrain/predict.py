@@ -7,8 +7,6 @@ to predict.  The ``mlptrain-eval`` / ``mlptrain-predict`` commands are :mod:`mlp
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +16,8 @@ from mlptrain import checkpoint
 from mlptrain.accel import autocast_for, model_outputs, resolve_device
 from mlptrain.compose import with_overrides
 from mlptrain.config import RunConfig, parse
-from mlptrain.data.encoding import encode_rows
 from mlptrain.errors import CheckpointError, DataError
+from mlptrain.inputs import Rows, is_table, read_csv
 from mlptrain.losses import Task, build_task
 from mlptrain.model import Network, build_model
 
@@ -46,6 +44,8 @@ def checkpoint_path(path: str | Path) -> Path:
 def load(path: str | Path, overrides: list[str] = ()) -> Loaded:
     """Load a checkpoint and rebuild its model; every problem is one line (CheckpointError/ConfigError)."""
     path = checkpoint_path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a pipe: opening it could block forever
+        raise CheckpointError(f"{path} is not a regular file; give a checkpoint file or a run dir")
     ckpt = checkpoint.load(path)
     if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("data"), dict) or "model" not in ckpt:
         raise CheckpointError(f"{path} lacks its config, data description or weights")
@@ -102,7 +102,7 @@ def check_data_fits(meta: dict, data_meta: dict, what: str) -> None:
                 f"{what} does not fit the checkpoint: {label} {data_meta.get(key)!r}, "
                 f"the model expects {meta.get(key)!r}"
             )
-    if meta.get("preprocess") and meta["preprocess"] != data_meta.get("preprocess"):
+    if is_table(meta) and meta["preprocess"] != data_meta.get("preprocess"):
         # Encoders fitted on another file (categories, imputed values) would silently shift the inputs.
         raise DataError(
             f"{what} is encoded differently from the checkpoint's training table; "
@@ -110,107 +110,40 @@ def check_data_fits(meta: dict, data_meta: dict, what: str) -> None:
         )
 
 
-# ----------------------------------------------------------------------------- CSV inputs
-def read_csv_inputs(path: str | Path, meta: dict, with_target: bool, delimiter: str = ","):
+# ----------------------------------------------------------------------------- inputs
+def read_csv_inputs(path: str | Path, loaded: Loaded, with_target: bool, carry=()) -> Rows:
     """Rows of a CSV as model inputs (and targets): the checkpoint's own encoding for tables it was
-    trained on, else raw numeric feature columns (synthetic sets, flattened images)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if r and any(c.strip() for c in r)]
-    if not rows:
-        raise DataError(f"{path} has no rows")
-    if meta.get("preprocess"):
-        return _encode_table(path, rows, meta, with_target)
-    header = None if all(_is_number(c) for c in rows[0]) else [c.strip() for c in rows[0]]
-    body = rows[1:] if header else rows
-    if not body:
-        raise DataError(f"{path} has a header but no rows")
-    d = meta["in_features"]
-    width = len(body[0])
-    target_col = None
-    if header and ({"target", "y"} & set(header)):
-        target_col = header.index("target" if "target" in header else "y")
-    elif with_target and not header and width == d + 1:
-        target_col = width - 1  # no header naming it: the one extra column, last, is the target
-    if with_target and target_col is None:
-        raise DataError(f"{path}: no target column (name it 'target', or add it last after {d} feature columns)")
-    n_features = width - (target_col is not None)
-    if n_features != d:
-        raise DataError(f"{path} has {n_features} feature column(s); the model expects {d}")
-    feature_cols = [i for i in range(width) if i != target_col]
-    xs, ys = [], []
-    for line, row in enumerate(body, start=2 if header else 1):
-        if len(row) != width:
-            raise DataError(f"{path} line {line}: {len(row)} columns, expected {width}")
-        try:
-            xs.append([float(row[i]) for i in feature_cols])
-        except ValueError:
-            raise DataError(f"{path} line {line}: a feature is not a number") from None
-        if with_target:
-            ys.append(_target(row[target_col], meta, path, line))
-    x = torch.tensor(xs, dtype=torch.float32)
-    if not with_target:
-        return x, None
-    y = torch.tensor(ys, dtype=torch.long if meta["task"] == "classification" else torch.float32)
-    return x, y
-
-
-def _encode_table(path: Path, rows: list, meta: dict, with_target: bool):
-    """Rows of a table like the one the model was trained on: named columns, encoded as in training."""
-    pre = meta["preprocess"]
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if not body:
-        raise DataError(f"{path} has a header but no rows")
-    records = [dict(zip(header, r)) for r in body]
-    try:
-        x = encode_rows(pre, records)
-    except DataError as e:
-        raise DataError(f"{path}: {e}") from None
-    if not with_target:
-        return x, None
-    target = pre["target"]
-    if target not in header:
-        raise DataError(f"{path}: no target column {target!r}")
-    ys = [_target(r.get(target, ""), meta, path, line) for line, r in enumerate(records, start=2)]
-    return x, torch.tensor(ys, dtype=torch.long if meta["task"] == "classification" else torch.float32)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _target(text: str, meta: dict, path: Path, line: int):
-    if meta["task"] == "classification":
-        names = meta["class_names"]
-        if text.strip() in names:
-            return names.index(text.strip())
-        if _is_number(text) and float(text).is_integer() and str(int(float(text))) in names:  # "1.0" for "1"
-            return names.index(str(int(float(text))))
-        raise DataError(f"{path} line {line}: unknown class {text!r}; classes: {', '.join(names)}")
-    if not _is_number(text):
-        raise DataError(f"{path} line {line}: target {text!r} is not a number")
-    return float(text)
+    trained on (read with the training table's delimiter, with any ``dataset.na_values`` given now
+    added to its missing-value tokens), else raw numeric columns (synthetic sets, one per pixel)."""
+    meta = loaded.meta
+    if not is_table(meta):
+        return read_csv(path, meta, with_target, ",", carry)
+    ds = loaded.run.dataset
+    extra = [v for v in getattr(ds, "na_values", ()) if v not in meta["preprocess"]["na_values"]]
+    return read_csv(path, meta, with_target, getattr(ds, "delimiter", ","), carry, extra)
 
 
 def evaluate(loaded: Loaded, x, y) -> dict[str, float]:
     run, dev = loaded.run, loaded.device
-    out = model_outputs(loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev))
+    if not len(y):
+        raise DataError("no rows to evaluate")
+    with torch.no_grad():
+        out = model_outputs(
+            loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev)
+        )
     return loaded.task.metrics(out, y.to(dev))
 
 
 def predict(loaded: Loaded, x) -> tuple[list[str], list[list]]:
     """Column names and rows: class + probabilities, or mean (+ sigma for probabilistic heads)."""
     run, dev, task = loaded.run, loaded.device, loaded.task
-    out = model_outputs(
-        loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev)
-    ).float()
+    n = len(x)
+    if not n:  # the columns still: computed on one placeholder row
+        x = torch.zeros(1, loaded.meta["in_features"])
+    with torch.no_grad():
+        out = model_outputs(
+            loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev)
+        ).float()[:n]
     if task.task == "classification":
         names = loaded.meta["class_names"]
         p = task.probabilities(out).cpu()
@@ -222,3 +155,19 @@ def predict(loaded: Loaded, x) -> tuple[list[str], list[list]]:
     cols = [f"mean{s}" for s in suffix] + ([f"sigma{s}" for s in suffix] if std is not None else [])
     values = mean if std is None else torch.cat([mean, std], 1)
     return cols, values.cpu().tolist()
+
+
+def prediction_table(loaded: Loaded, rows: Rows) -> tuple[list[str], list[list]]:
+    """One output row per input row: the carried columns, then the predictions; a refused row has
+    empty prediction cells and its reason in a last ``error`` column (present when a row was refused)."""
+    cols, values = predict(loaded, rows.x)
+    out_cols = list(rows.carried) + cols + (["error"] if rows.refused else [])
+    by_row = dict(zip(rows.accepted, values))
+    out = []
+    for i in range(rows.n):
+        carried = [rows.carried[c][i] for c in rows.carried]
+        if i in by_row:
+            out.append(carried + by_row[i] + ([""] if rows.refused else []))
+        else:
+            out.append(carried + [""] * len(cols) + [rows.refused.get(i, "refused")])
+    return out_cols, out

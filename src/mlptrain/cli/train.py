@@ -33,12 +33,17 @@ from mlptrain.errors import (
     TrialFailed,
     exit_code,
     printable,
+    to_record,
 )
 from mlptrain.files import check_writable, record_failure
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
 
 log = logging.getLogger("mlptrain")
+# How the last job of this process ended (its run dir, and its metrics or its error as plain data:
+# submitit pickles this module's globals with the job, and an exception object would not unpickle):
+# what mlptrain.train (the Python API) returns or raises.
+last_job: dict = {}
 register_resolvers()  # before Hydra resolves the run dir of the first job
 
 
@@ -145,9 +150,12 @@ def _hydra_main(cfg: DictConfig) -> float:
             result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
         except BAD_INPUT as e:
             code, msg = EXIT_BAD_INPUT, str(e)
+            last_job.update(run_dir=out_dir, error=to_record(e))
         except TrainingError as e:
             code, msg = exit_code(e, EXIT_FAILED), str(e)
+            last_job.update(run_dir=out_dir, error=to_record(e))
         else:
+            last_job.update(run_dir=out_dir, metrics=result)
             if announce:
                 log.info("results in %s; view them with: tensorboard --logdir %s", *[shown_path(out_dir)] * 2)
             objective = result["objective"]
