@@ -9,10 +9,12 @@ the loader encoded the training table.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from mlptrain.data.csv_reader import Column, TextColumn, parse_spelled
 from mlptrain.errors import DataError
 
 
@@ -25,9 +27,50 @@ def parse_number(value: str) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def is_int(value: str) -> bool:
     v = value[1:] if value[:1] in "+-" else value
     return v.isdigit()
+
+
+class Numbers(Sequence):
+    """A parsed numeric column, read like ``list[float | None]`` (None: missing), held as one float64
+    array (NaN: missing) so a large table's column costs 8 bytes a cell."""
+
+    def __init__(self, values: array):
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        x = self.values[i]
+        return None if x != x else x
+
+    def tensor(self) -> torch.Tensor:
+        """The values as a float64 tensor sharing the array's memory (NaN: missing)."""
+        return torch.frombuffer(self.values, dtype=torch.float64) if len(self.values) else torch.zeros(0).double()
+
+    def count(self, value) -> int:
+        if value is None:
+            return int(self.tensor().isnan().sum())
+        return super().count(value)
+
+
+def present_numbers(parsed: Sequence[float | None], rows: Sequence[int]) -> list[float]:
+    """The numbers (not the missing cells) of ``parsed`` at ``rows``, in order."""
+    if isinstance(parsed, Numbers):
+        t = parsed.tensor()[torch.as_tensor(rows, dtype=torch.long)]
+        return t[~t.isnan()].tolist()
+    return [parsed[i] for i in rows if parsed[i] is not None]
 
 
 class Cells:
@@ -43,8 +86,14 @@ class Cells:
     def is_missing(self, value: str) -> bool:
         return value.lower() in self.na
 
-    def parse(self, values: Sequence[str]) -> tuple[list[float | None], list[int]]:
-        """A column's numbers (None for a missing cell) and the positions of cells that are neither."""
+    def parse(
+        self, values: Sequence[str], number_format: str | None = None
+    ) -> tuple[Sequence[float | None], list[int]]:
+        """A column's numbers (None for a missing cell) and the positions of cells that are neither.
+        ``number_format``: how the training file wrote numbers with separators (``csv_reader.DOT_DECIMAL``,
+        ``COMMA_DECIMAL``), for new rows; a :class:`Column` was read under its own format."""
+        if isinstance(values, (Column, TextColumn)):
+            return self._parse_column(values)
         na, na_numbers = self.na, self.na_numbers
         if not na_numbers:
             try:  # the common case, a complete numeric column, at C speed
@@ -59,7 +108,7 @@ class Cells:
             try:
                 x = float(v)
             except ValueError:
-                x = None
+                x = parse_spelled(v, number_format)
             if x is not None and math.isfinite(x) and x not in na_numbers:
                 out.append(x)
                 continue
@@ -68,9 +117,26 @@ class Cells:
                 bad.append(i)
         return out, bad
 
-    def numbers(self, values: Sequence[str], where) -> list[float | None]:
+    def _parse_column(self, column: Column | TextColumn) -> tuple[Numbers, list[int]]:
+        values = column.values()
+        if self.na_numbers:  # numbers that mean "missing" (-999)
+            t = torch.frombuffer(values, dtype=torch.float64) if len(values) else torch.zeros(0).double()
+            hit = torch.isin(t, torch.tensor(sorted(self.na_numbers), dtype=torch.float64))
+            if hit.any():
+                values = array("d", values) if isinstance(column, Column) else values  # not the column's own
+                torch.frombuffer(values, dtype=torch.float64)[hit] = math.nan
+        bad: list[int] = []
+        if column.codes is not None:
+            na = self.na
+            bad_codes = [k for k, t in enumerate(column.texts) if t.lower() not in na and not _finite(t)]
+            if bad_codes:
+                codes = torch.frombuffer(column.codes, dtype=torch.int32)
+                bad = torch.isin(codes, torch.tensor(bad_codes, dtype=torch.int32)).nonzero()[:, 0].tolist()
+        return Numbers(values), bad
+
+    def numbers(self, values: Sequence[str], where, number_format: str | None = None) -> Sequence[float | None]:
         """Parse a numeric column; any cell that is neither a number nor missing is an error."""
-        out, bad = self.parse(values)
+        out, bad = self.parse(values, number_format)
         if bad:
             v = values[bad[0]]
             raise DataError(
@@ -104,14 +170,20 @@ def encode_columns(
     """Encode raw (stripped string) columns, name -> values, into the model's float inputs.
     ``parsed_numbers``: numeric columns already parsed (and checked) by fitting."""
     cells = Cells(preprocess["na_values"], preprocess["missing"])
-    parts = []
+    n = len(columns[preprocess["columns"][0]["name"]]) if preprocess["columns"] else 0
+    # Filled in place, one column at a time: a large table never holds a float64 copy of every input.
+    out = torch.zeros(n, len(encoded_names(preprocess)), dtype=torch.float32)
+    j = 0
     for col in preprocess["columns"]:
         name, values = col["name"], columns[col["name"]]
         numeric = col["kind"] == "numeric"
         parsed = None
         if numeric:
-            # the lambda is called inside cells.numbers, in this iteration
-            parsed = (parsed_numbers or {}).get(name) or cells.numbers(values, lambda i: where(i, name))  # noqa: B023
+            parsed = (parsed_numbers or {}).get(name) or cells.numbers(
+                values,
+                lambda i: where(i, name),  # noqa: B023  (called inside cells.numbers, in this iteration)
+                col.get("number_format"),
+            )
         if cells.missing == "error":  # a numeric column's gaps include NA tokens spelled as numbers (-999.0)
             gaps = (
                 [i for i, x in enumerate(parsed) if x is None]
@@ -122,17 +194,37 @@ def encode_columns(
                 raise cells.reject_missing(where(gaps[0], name))
         if numeric:
             fill = col["fill"]
-            parts.append(torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)[:, None])
+            if isinstance(parsed, Numbers):
+                t = parsed.tensor()
+                out[:, j] = torch.where(t.isnan(), fill, t)
+            else:
+                out[:, j] = torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)
+            j += 1
         else:
             index = {c: k for k, c in enumerate(col["categories"])}
-            fill, unseen = index[col["fill"]], len(index)
-            idx = torch.tensor(
-                [fill if cells.is_missing(v) else index.get(v, unseen) for v in values], dtype=torch.long
+            idx = _category_indices(values, index, index[col["fill"]], cells)
+            seen = idx < len(index)  # an unseen category encodes as all zeros
+            out[seen.nonzero()[:, 0], j + idx[seen]] = 1.0
+            j += len(index)
+    return out
+
+
+def _category_indices(values: Sequence[str], index: dict[str, int], fill: int, cells: Cells) -> torch.Tensor:
+    """Each cell's category number: ``fill`` when missing, ``len(index)`` when unseen."""
+    unseen = len(index)
+    if isinstance(values, (Column, TextColumn)) and values.codes is not None:  # by distinct text, not by cell
+        lut = torch.tensor(
+            [fill if cells.is_missing(t) else index.get(t, unseen) for t in values.texts] or [0], dtype=torch.long
+        )
+        codes = torch.frombuffer(values.codes, dtype=torch.int32).long() if len(values) else torch.zeros(0).long()
+        idx = lut[codes.clamp(min=0)]
+        rebuilt = (codes < 0).nonzero()[:, 0].tolist()  # numbers whose spelling is rebuilt
+        if rebuilt:
+            idx[rebuilt] = torch.tensor(
+                [fill if cells.is_missing(values[i]) else index.get(values[i], unseen) for i in rebuilt]
             )
-            onehot = torch.zeros(len(values), len(index) + 1, dtype=torch.float64)
-            onehot[torch.arange(len(values)), idx] = 1.0
-            parts.append(onehot[:, :-1])  # an unseen category's slot is dropped: all zeros
-    return torch.cat(parts, 1).float()
+        return idx
+    return torch.tensor([fill if cells.is_missing(v) else index.get(v, unseen) for v in values], dtype=torch.long)
 
 
 def encode_rows(preprocess: dict, rows: Sequence[Mapping[str, object] | Sequence[object]]) -> torch.Tensor:

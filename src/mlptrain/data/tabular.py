@@ -1,6 +1,6 @@
 """A user's own table: ``dataset=csv dataset.path=... dataset.target=<column>``.
 
-Read with Python's standard ``csv`` module (see docs/data.md for why not pandas).  Each
+Read with Python's standard ``csv`` module into compact columns (:mod:`mlptrain.data.csv_reader`).  Each
 feature column is numeric or categorical; categorical columns are one-hot encoded over the
 categories seen in the training split (an unseen category encodes as all zeros), missing
 cells are imputed from the training split or rejected.  Everything needed to encode new raw
@@ -12,17 +12,19 @@ predicts from raw values.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import statistics
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 
 import torch
 
 from mlptrain.data.bundle import DataBundle, DataError
 from mlptrain.data.columns import junk_columns, warn_many_categories
-from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number
+from mlptrain.data.csv_reader import Column, RawTable
+from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number, present_numbers
 from mlptrain.data.splits import split_rows
 
 log = logging.getLogger("mlptrain")
@@ -30,9 +32,12 @@ log = logging.getLogger("mlptrain")
 
 # ----------------------------------------------------------------------------- reading
 class Table:
-    """A CSV file as header + string columns, with the file line number of every row."""
+    """A CSV file as header + string columns (:class:`~mlptrain.data.csv_reader.Column`: compact sequences
+    of stripped cells), with the file line number of every row."""
 
-    def __init__(self, path: str, key: str, delimiter: str):
+    def __init__(
+        self, path: str, key: str, delimiter: str, text_columns: Iterable[str] = (), target: str | None = None
+    ):
         self.path, self.key = path, key
         if not os.path.isfile(path):
             raise DataError(
@@ -40,39 +45,19 @@ class Table:
                 if not os.path.isdir(path)
                 else f"{key}: {path} is a folder; give the path of a CSV file"
             )
-        rows, lines = [], []
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.reader(f, delimiter=delimiter)
-                header = next(reader, None)
-                for row in reader:
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue  # blank line
-                    rows.append(row)
-                    lines.append(reader.line_num)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{key}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        except csv.Error as e:
-            raise DataError(f"{key}: {path} line {reader.line_num}: {e}") from None
-        except OSError as e:
-            raise DataError(f"{key}: cannot read {path}: {e.strerror}") from None
-        if header is None:
-            raise DataError(f"{key}: {path} is empty; expected a header row of column names, then one row per example")
-        self.header = [h.strip() for h in header]
-        dup = [h for h, n in Counter(self.header).items() if n > 1]
-        if dup:
-            raise DataError(f"{key}: {path} has the column name {dup[0]!r} more than once")
-        if not rows:
-            raise DataError(f"{key}: {path} has a header but no data rows")
-        width = len(self.header)
-        for row, line in zip(rows, lines):
-            if len(row) != width:
-                raise DataError(
-                    f"{key}: {path} line {line} has {len(row)} fields, the header has {width} "
-                    f"(delimiter {delimiter!r}; set dataset.delimiter if it differs)"
-                )
-        self.lines = lines
-        self.columns = {h: list(map(str.strip, col)) for h, col in zip(self.header, zip(*rows))}
+        # Categorical columns keep every cell's spelling ("01" is not "1"); the target while it has few values.
+        spellings = {c: "all" for c in text_columns}
+        if target is not None:
+            spellings.setdefault(target, "bounded")
+        raw = RawTable(path, key, delimiter, spellings)
+        self.header, self.lines, self.columns = raw.header, raw.lines, raw.columns
+
+    def keep_rows(self, keep: list[int]) -> None:
+        """Only these rows (in this order) from now on."""
+        self.lines = array("l", (self.lines[i] for i in keep))
+        self.columns = {
+            h: col.take(keep) if isinstance(col, Column) else [col[i] for i in keep] for h, col in self.columns.items()
+        }
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -104,7 +89,7 @@ def _fit_column(
     if name not in categorical and (len(values) - n_missing - len(bad)) > len(bad):
         if bad:
             cells.numbers(values, lambda i: table.where(i, name))  # raises for the first bad cell
-        present = [parsed[i] for i in rows if parsed[i] is not None]
+        present = present_numbers(parsed, rows)
         if not present:
             raise DataError(f"dataset.features: column {name!r} has no values in the training split")
         average = {"median": statistics.median, "most_frequent": _most_frequent}.get(cells.missing, statistics.fmean)
@@ -211,13 +196,12 @@ def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
     if not keep:
         raise DataError(f"dataset.target: column {target!r} of {table.path} has no values")
     log.warning("%s: %d row(s) without a value for the target %r are left out", table.path, len(bad), target)
-    table.lines = [table.lines[i] for i in keep]
-    table.columns = {h: [col[i] for i in keep] for h, col in table.columns.items()}
+    table.keep_rows(keep)
 
 
 def load_csv(cfg) -> DataBundle:
     cells = Cells(cfg.na_values, cfg.missing)
-    main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter)
+    main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter, cfg.categorical, cfg.target)
     target = cfg.target
     main.column(target, "dataset.target")
     if cfg.features:
@@ -238,7 +222,7 @@ def load_csv(cfg) -> DataBundle:
 
     test = None
     if cfg.test_path:
-        test = Table(os.path.expanduser(cfg.test_path), "dataset.test_path", cfg.delimiter)
+        test = Table(os.path.expanduser(cfg.test_path), "dataset.test_path", cfg.delimiter, cfg.categorical, cfg.target)
         for c in [target, *features]:
             test.column(c, "dataset.test_path")
         _drop_missing_targets(test, target, cells)
@@ -254,6 +238,10 @@ def load_csv(cfg) -> DataBundle:
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
     columns = [spec for spec, _ in fitted.values()]
     warn_many_categories(columns, len(train_rows))
+    for spec in columns:  # new rows are read as the training file wrote its numbers ("1,234.5")
+        fmt = getattr(main.columns[spec["name"]], "number_format", None)
+        if fmt and spec["kind"] == "numeric":
+            spec["number_format"] = fmt
     preprocess = {
         "kind": "csv",
         "target": target,
