@@ -230,6 +230,7 @@ class TrainerConfig:
     checkpoint: bool = True
     checkpoint_every_n_steps: int = 0
     resume: str | None = None
+    overwrite: bool = False  # a new run may replace the results of a finished one in its hydra.run.dir
     nan_policy: str = "stop"  # stop | skip_batch
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mlptrain import checkpoint
+from mlptrain import checkpoint, signals
 from mlptrain.errors import CheckpointError, ConfigError
 from mlptrain.files import remove_stale_temps
 from mlptrain.train.setup import Parts
@@ -116,6 +116,7 @@ class Checkpoints:
             if p.device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(p.device)
             path = self.out_dir / name
+            signals.pause("checkpoint")  # tests: a signal while the checkpoint is written
             checkpoint.save(
                 path,
                 {
@@ -143,7 +144,8 @@ class Checkpoints:
         """Restore the parts and ``state`` from a checkpoint; returns (best weights, the mid-epoch position
         if it was saved between two steps, the wall time it was saved at)."""
         p = self.p
-        ckpt = checkpoint.load(where)
+        ckpt, where_file = checkpoint.load_resumable(where)  # a corrupt last.pt: the newest intact one
+        check_finite_weights(ckpt, where_file)
         mismatch = incompatible(ckpt.get("config") or {}, p.run.raw) or data_differs(ckpt.get("data") or {}, p.meta)
         if mismatch:
             raise ConfigError(
@@ -189,10 +191,20 @@ class Checkpoints:
             raise CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         if p.dist.is_main:  # a SIGKILL during a write leaves one behind; only rank 0 writes here
             remove_stale_temps(self.out_dir)
-        where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self.last_saved = f"{where_file} ({position(state.epoch, state.step, mid is not None)})"
-        log.info("resumed from %s at epoch %d, step %d%s", where, state.epoch, state.step, ", mid-epoch" if mid else "")
+        asked = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
+        shown = where if where_file == asked else where_file  # the fallback, when last.pt was corrupt
+        log.info("resumed from %s at epoch %d, step %d%s", shown, state.epoch, state.step, ", mid-epoch" if mid else "")
         return best_weights, mid, ckpt.get("saved_at")
+
+
+def check_finite_weights(ckpt: dict, path: Path) -> None:
+    """Weights that are not finite were never saved by a run (a divergence is not checkpointed): the
+    file was damaged (one written before checksums), and a resume would blame the learning rate."""
+    for key in ("model", "best_model"):
+        for name, t in (ckpt.get(key) or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+                raise CheckpointError(f"{path} is corrupt: {key} weight {name} holds non-finite values")
 
 
 def early_stop_due(parts: Parts, state: State) -> bool:
