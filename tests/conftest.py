@@ -43,8 +43,10 @@ def train(make_cfg, tmp_path):
     return _train
 
 
-def mlptrain(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run the real command (``python -m mlptrain``) in a subprocess."""
+def mlptrain(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 240, preexec_fn=None
+) -> subprocess.CompletedProcess:
+    """Run the real command (``python -m mlptrain``) in a subprocess (``preexec_fn``: run in the child first)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
@@ -54,6 +56,7 @@ def mlptrain(*args: str, cwd: Path, env: dict | None = None, timeout: float = 24
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

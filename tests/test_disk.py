@@ -111,3 +111,49 @@ def test_read_only_output_dir_is_one_line(make_cfg, tmp_path):
         cli.run(make_cfg(*TINY), ro / "run")
     r = mlptrain(*TINY, f"hydra.run.dir={ro}/run", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.endswith("is not writable\n")
+
+
+def limited(limit: int):
+    """preexec_fn: files may not grow past ``limit`` bytes (SIGXFSZ ignored: a write past it raises EFBIG)."""
+
+    def apply():
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_tensorboard_that_cannot_write_is_one_line_and_a_final_status(tmp_path):
+    """The event file outgrows the limit during the final pictures (the checkpoints are smaller).
+    Before the fix: the writer thread's traceback, the main thread's, exit 1, status "running"."""
+    run_dir = tmp_path / "run"
+    r = mlptrain(*TINY, "trainer.epochs=3", f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=limited(30_000))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"mlptrain: error: cannot write the TensorBoard log in {run_dir}: File too large\n"
+    assert "Traceback" not in r.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and metrics["error"].startswith("cannot write the TensorBoard log")
+    assert checkpoint.load(run_dir / "last.pt")["epoch"] == 3 and not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_resume_that_cannot_cut_its_logs_back_is_one_line(make_cfg, tmp_path):
+    """A resume rewrites the event file without what was logged after the checkpoint (the test's
+    pictures): under a limit smaller than that rewrite, one line, and every file as it was."""
+    from mlptrain import cli
+
+    run_dir = tmp_path / "run"
+    cli.run(make_cfg(*TINY), run_dir, overrides=TINY)
+    (events,) = run_dir.glob("events.out.tfevents.*")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    limit = 8192  # above Hydra's own files (.hydra/hydra.yaml), below the events kept by the cut
+    assert events.stat().st_size > 2 * limit
+    r = mlptrain(f"trainer.resume={run_dir}", "trainer.epochs=2", cwd=tmp_path, preexec_fn=limited(limit))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"mlptrain: error: cannot write the TensorBoard log in {run_dir}: File too large\n"
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    assert {n: after[n] for n in before if n not in ("metrics.json", "mlptrain.log", ".lock")} == {
+        n: v for n, v in before.items() if n not in ("metrics.json", "mlptrain.log", ".lock")
+    }
+    assert events.name in after and not list(run_dir.glob(".*.tmp"))

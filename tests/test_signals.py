@@ -119,6 +119,7 @@ def test_second_ctrl_c_leaves_at_once_with_the_files_whole(make_cfg, tmp_path, m
     assert str(e.value).startswith("stopped at once by a second SIGINT; resume from the last checkpoint with: mlptrain")
     assert checkpoint.load(run_dir / "last.pt")["step"] == 10  # the periodic one, untouched
     assert not list(run_dir.glob(".*.tmp"))
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"  # not "failed"
 
 
 def test_an_interrupted_write_keeps_the_previous_file(tmp_path):

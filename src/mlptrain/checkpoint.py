@@ -3,12 +3,19 @@
 A checkpoint holds the model and optimizer state, the epoch and step, the best
 metric, the full resolved config, the dataset metadata and the library
 versions: resume, eval and predict need nothing else.
+
+It also holds the sha256 of everything else in it (:func:`digest`: every tensor's bytes, dtype and
+shape, every other value's type and repr, in order), checked on every full load: bytes changed
+inside a well-formed file (the tensor data torch's zip reader does not check) are a one-line error
+naming the file instead of NaN metrics.  Checkpoints written before the checksum load unchecked.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import logging
 import os
 import pickle
 import re
@@ -21,6 +28,9 @@ from mlptrain.files import atomic_write, write_bytes
 
 FORMAT = "mlptrain-checkpoint"
 FORMAT_VERSION = 1
+CHECKSUM = "sha256"  # the key of the checksum: not part of what it sums
+
+log = logging.getLogger("mlptrain")
 
 
 @functools.cache
@@ -38,8 +48,36 @@ def versions() -> dict:
     return out
 
 
+def digest(obj) -> str:
+    """sha256 over a checkpoint's contents, as loaded (the file's byte layout does not matter)."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h, obj) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the raw bytes, any dtype (bf16, bool...)
+    elif isinstance(obj, dict):
+        items = [(k, v) for k, v in obj.items() if k != CHECKSUM]
+        h.update(b"D%d|" % len(items))
+        for k, v in items:
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"%s%d|" % (b"L" if isinstance(obj, list) else b"U", len(obj)))
+        for v in obj:
+            _feed(h, v)
+    else:  # str, int, float (repr is exact), bool, None, torch.dtype...
+        h.update(f"{type(obj).__name__}:{obj!r}|".encode())
+
+
 def save(path: Path, payload: dict) -> None:
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    payload[CHECKSUM] = digest(payload)
     # Serialise in memory first: torch.save reports a failing file write as a RuntimeError of its
     # zip writer, a plain write gives the OSError (ENOSPC, EFBIG) the user needs to see.
     buf = io.BytesIO()
@@ -71,7 +109,8 @@ def duplicate(src: Path, dst: Path) -> None:
 
 def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     """Load and check a checkpoint (a run dir means its last.pt); any problem is one CheckpointError.
-    ``mmap`` maps the tensors' storage instead of reading it: for a caller that wants only the metadata."""
+    ``mmap`` maps the tensors' storage instead of reading it: for a caller that wants only the metadata
+    (its checksum is then not verified: that would read every tensor; the full load that follows does)."""
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -101,7 +140,45 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
         raise CheckpointError(f"{path} is not an mlptrain checkpoint (no '{FORMAT}' header)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer mlptrain (format {ckpt['format_version']})")
+    if not mmap and CHECKSUM in ckpt and digest(ckpt) != ckpt[CHECKSUM]:
+        raise CheckpointError(f"{path} is corrupt: its contents do not match the checksum written with it")
     return ckpt
+
+
+def load_resumable(target: str | Path, map_location="cpu") -> tuple[dict, Path]:
+    """The checkpoint a resume of ``target`` continues from, and its file.  A run dir (or its last.pt)
+    whose last.pt is corrupt falls back to the newest intact checkpoint beside it (best.pt), with a
+    warning; a checkpoint named on its own is loaded as it is."""
+    target = Path(target)
+    path = target / "last.pt" if target.is_dir() else target
+    try:
+        return load(path, map_location), path
+    except CheckpointError as e:
+        if path.name != "last.pt" or not path.is_file():
+            raise
+        first = e
+    fallbacks = [p for p in (path.with_name("best.pt"),) if p.is_file() and not _same_file(p, path)]
+    for candidate in fallbacks:
+        try:
+            ckpt = load(candidate, map_location)
+        except CheckpointError:
+            continue
+        log.warning(
+            "%s; resuming from %s instead (epoch %d, step %d): what was trained after it is trained again",
+            first,
+            candidate,
+            ckpt.get("epoch", 0),
+            ckpt.get("step", 0),
+        )
+        return ckpt, candidate
+    raise CheckpointError(f"{first}; no intact checkpoint beside it to resume from") from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # best.pt is a hard link of last.pt after an improving epoch
+    except OSError:
+        return False
 
 
 def _first_sentence(e: BaseException, limit: int = 160) -> str:

@@ -80,13 +80,15 @@ def check_writable(folder: Path) -> None:
         raise CheckpointError(f"output dir {folder} is not writable: {e.strerror or e}") from None
 
 
-def record_failure(out_dir: Path, msg: str) -> None:
-    """Leave the error beside the run (in its metrics.json) so sweeps and users can see why it stopped."""
+def record_failure(out_dir: Path, msg: str, status: str = "failed") -> None:
+    """Leave the error beside the run (in its metrics.json) so sweeps and users can see why it stopped.
+
+    ``status``: failed, or interrupted (a signal); a diverged or interrupted record keeps its status."""
     try:
         metrics = Path(out_dir) / "metrics.json"
         data = json.loads(metrics.read_text()) if metrics.is_file() else {}
-        status = data.get("status")
-        data.update({"status": status if status in ("diverged", "interrupted") else "failed", "error": msg})
+        old = data.get("status")
+        data.update({"status": old if old in ("diverged", "interrupted") else status, "error": msg})
         write_json(metrics, data)
-    except (OSError, CheckpointError):  # the error itself is still printed
+    except (OSError, ValueError, CheckpointError):  # the error itself is still printed
         pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlptrain import signals
 from mlptrain.config import RunConfig
 from mlptrain.errors import out_of_memory
 from mlptrain.registry import check_direction
@@ -30,6 +31,8 @@ def run_job(run: RunConfig, out_dir: Path, ctx: JobContext) -> dict:
         trainer = Trainer(run, out_dir, hparams=ctx.hparams, overrides=ctx.overrides)
         # Checked here, where the data has told the objective's mode (a CSV's task is known only now).
         check_direction(ctx.direction, trainer.mode, f"val/{trainer.monitor}")
-        return trainer.fit()
+        result = trainer.fit()
     except (MemoryError, RuntimeError) as e:
         raise out_of_memory(e) or e  # noqa: B904 - e itself, or the one-line OOM error with e as its context
+    signals.pause("between-jobs")  # tests: a signal after a job's results are written, before the next job
+    return result

@@ -239,6 +239,7 @@ class TrainerConfig:
     checkpoint_interval_s: float = 2.0
     resume: str | None = None
     init_from: str | None = None  # a run dir (its last.pt) or checkpoint whose weights start a new run
+    overwrite: bool = False  # a new run may replace the results of a finished one in its hydra.run.dir
     nan_policy: str = "stop"  # stop | skip_batch
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])

@@ -171,7 +171,13 @@ def check_resume(resuming: Resuming, cfg: DictConfig) -> None:
         source = Path(where).resolve()
         key, length = now.split("=", 1)
         was = before.split("=", 1)[1]
-        if key == "trainer.epochs" and before.startswith(key) and length.isdigit() and was.isdigit() and int(length) > int(was):
+        if (
+            key == "trainer.epochs"
+            and before.startswith(key)
+            and length.isdigit()
+            and was.isdigit()
+            and int(length) > int(was)
+        ):
             length = str(int(length) - int(was))  # the new run trains the extra epochs
         raise ConfigError(
             f"{RESUME_KEY}: scheduler={run.scheduler.name} plans the lr over the run's whole length ({before}), so "

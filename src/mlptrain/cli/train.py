@@ -7,6 +7,7 @@ real run (:func:`run`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -18,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlptrain import naming, sweep
+from mlptrain import naming, rundir, signals, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import check_resume, plan
 from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers
@@ -35,7 +36,7 @@ from mlptrain.errors import (
     printable,
     to_record,
 )
-from mlptrain.files import check_writable, record_failure
+from mlptrain.files import check_writable
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
 
@@ -97,15 +98,20 @@ def run(
     ``direction`` (minimize/maximize): the sweeper's, checked against the objective's mode."""
     run_cfg = parse(cfg)
     check_writable(out_dir)
-    # torch-free until here: torch is imported after validation, with the code that trains
-    from mlptrain import launch
-    from mlptrain.job import JobContext, run_job
+    t = run_cfg.trainer
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    # One owner per run dir, a final status on every exit (rank 0 only: the ranks share its dir).
+    owner = rundir.own(out_dir, resume=t.resume, overwrite=t.overwrite, cleanup=not multirun)
+    with owner if env_rank() == 0 else contextlib.nullcontext():
+        # torch-free until here: torch is imported after validation, with the code that trains
+        from mlptrain import launch
+        from mlptrain.job import JobContext, run_job
 
-    ctx = JobContext(hparams_of(run_cfg.raw, choices or {}, overrides or []), list(overrides or []), direction)
+        ctx = JobContext(hparams_of(run_cfg.raw, choices or {}, overrides or []), list(overrides or []), direction)
 
-    if launch.should_launch(run_cfg.trainer.devices):  # trainer.devices=N: start N ranks, like torchrun
-        return launch.launch(run_cfg, out_dir, ctx)  # each rank runs run_job, which checks the direction
-    return run_job(run_cfg, out_dir, ctx)
+        if launch.should_launch(t.devices):  # trainer.devices=N: start N ranks, like torchrun
+            return launch.launch(run_cfg, out_dir, ctx)  # each rank runs run_job, which checks the direction
+        return run_job(run_cfg, out_dir, ctx)
 
 
 def shown_path(path: Path) -> str:
@@ -162,8 +168,6 @@ def _hydra_main(cfg: DictConfig) -> float:
             return float("nan") if objective is None else float(objective)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C (signals.Abort)
         code, msg = exit_code(e, 130), str(e) or "interrupted"
-    if env_rank() == 0:
-        record_failure(out_dir, msg)
     if code > 128:  # interrupted: stop here, a sweep included
         print(f"mlptrain: {printable(msg)}", file=sys.stderr)
         sys.exit(code)
@@ -212,7 +216,13 @@ def main() -> None:
     register_slurm()  # hydra/launcher=slurm
     sys.argv += hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
     try:
-        _hydra_main()
+        # Between and around the jobs no step is left to finish: a stop signal stops the command (a
+        # sweep included) at once, with 128 + its number; the trainer handles its own during training.
+        with signals.GracefulStop(at_once=True):
+            _hydra_main()
+    except KeyboardInterrupt as e:
+        print(f"mlptrain: {printable(str(e) or 'interrupted')}", file=sys.stderr)
+        sys.exit(exit_code(e, 130))
     finally:
         shutdown()
     failed = sweep.failed_jobs  # this sweep's failed jobs, in this process or others (joblib, submitit)

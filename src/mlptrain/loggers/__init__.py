@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 
 from mlptrain.errors import ConfigError
-from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint
+from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint, write_failure
 from mlptrain.registry import LOGGERS
 
 __all__ = ["LOGGERS", "Fanout", "Logger", "NullLogger", "ResumePoint", "build_loggers", "logger_class"]
@@ -61,10 +61,12 @@ def build_loggers(
                 if config is not None:
                     logger.text("config", "```yaml\n" + config_yaml(config) + "```")
                 logger.hparams_start(hparams or {}, list(metric_tags))
-    except BaseException:
+    except BaseException as e:
         try:
             Fanout(opened).close()
         except Exception:  # noqa: BLE001 - the error that stopped the opening is the one to report
             pass
+        if isinstance(e, OSError):  # a resume cutting its logs back on a full disk: one line
+            raise write_failure(logger_class(name).__name__, e, out_dir) from None
         raise
-    return Fanout(opened)
+    return Fanout(opened, out_dir)

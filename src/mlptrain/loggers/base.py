@@ -3,7 +3,8 @@
 The trainer talks to one object, a :class:`Fanout` over the loggers named in ``trainer.loggers``
 (a :class:`NullLogger` on DDP ranks other than 0).  A logger is one class with the methods of
 :class:`Logger`; it may ignore any of them (the CSV logger keeps the epoch rows and the test metrics
-only).  Stdlib only: the CLI imports this package before torch.
+only).  Stdlib only: the CLI imports this package before torch.  A logger's failed write (an
+OSError) reaches the user as one line from :class:`Fanout`, which leaves that logger out from then on.
 
 The resume contract.  The trainer flushes every logger right before it writes a checkpoint, so at
 that moment the logs hold exactly what the checkpoint's state has seen.  A stopped run (SIGKILL,
@@ -15,9 +16,12 @@ resumed run then appends exactly what an uninterrupted run would have written.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from mlptrain.errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -114,60 +118,95 @@ class NullLogger:
         pass
 
 
+def write_failure(name: str, e: OSError, out_dir: Path | None = None) -> CheckpointError:
+    """Logger ``name``'s failed write (full disk, file-size limit, the run dir deleted) as one line."""
+    where = f" in {out_dir}" if out_dir is not None else ""
+    return CheckpointError(f"cannot write the {name} log{where}: {e.strerror or e}")
+
+
+def _quiet_writer_threads() -> None:
+    """TensorBoard writes from a thread that, when a write fails, prints its traceback and hands the
+    error to the next call of the main thread (where :class:`Fanout` makes it one line): not the
+    thread's traceback too."""
+    previous = threading.excepthook
+    if getattr(previous, "mlptrain", False):
+        return
+
+    def hook(args):
+        if isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+            return
+        previous(args)
+
+    hook.mlptrain = True
+    threading.excepthook = hook
+
+
 class Fanout:
     """Several loggers as one: each call goes to all of them, images and histograms only to those that
-    take them (``takes_media``).  With none that does, the trainer skips drawing them at all."""
+    take them (``takes_media``).  With none that does, the trainer skips drawing them at all.
 
-    def __init__(self, loggers: list[Logger]):
+    A logger that cannot write (an OSError) stops the run with one CheckpointError line naming it and
+    ``out_dir``; it is then left out of every later call (closing it would only raise again)."""
+
+    def __init__(self, loggers: list[Logger], out_dir: Path | None = None):
         self.loggers = list(loggers)
+        self.out_dir = out_dir
         self._media = [lg for lg in self.loggers if lg.takes_media]
+        _quiet_writer_threads()
 
     @property
     def takes_media(self) -> bool:
         return bool(self._media)
 
+    def _each(self, loggers: list, call) -> None:
+        for lg in list(loggers):
+            try:
+                call(lg)
+            except OSError as e:
+                self._drop(lg)
+                raise write_failure(type(lg).__name__, e, self.out_dir) from None
+
+    def _drop(self, lg) -> None:
+        for group in (self.loggers, self._media):
+            if lg in group:
+                group.remove(lg)
+
     def epoch(self, row: dict[str, Any]) -> None:
-        for lg in self.loggers:
-            lg.epoch(row)
+        self._each(self.loggers, lambda lg: lg.epoch(row))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        for lg in self.loggers:
-            lg.scalars(values, step)
+        self._each(self.loggers, lambda lg: lg.scalars(values, step))
 
     def series(self, tag: str, values: list[float], first_step: int) -> None:
-        for lg in self.loggers:
-            lg.series(tag, values, first_step)
+        self._each(self.loggers, lambda lg: lg.series(tag, values, first_step))
 
     def text(self, tag: str, body: str, step: int | None = None) -> None:
-        for lg in self.loggers:
-            lg.text(tag, body, step)
+        self._each(self.loggers, lambda lg: lg.text(tag, body, step))
 
     def image(self, tag: str, img: Any, step: int) -> None:
-        for lg in self._media:
-            lg.image(tag, img, step)
+        self._each(self._media, lambda lg: lg.image(tag, img, step))
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
-        for lg in self._media:
-            lg.histogram(tag, values, step)
+        self._each(self._media, lambda lg: lg.histogram(tag, values, step))
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
-        for lg in self.loggers:
-            lg.hparams_start(hparams, metric_tags)
+        self._each(self.loggers, lambda lg: lg.hparams_start(hparams, metric_tags))
 
     def hparams_end(self, metrics: dict[str, float], step: int) -> None:
-        for lg in self.loggers:
-            lg.hparams_end(metrics, step)
+        self._each(self.loggers, lambda lg: lg.hparams_end(metrics, step))
 
     def flush(self) -> None:
-        for lg in self.loggers:
-            lg.flush()
+        self._each(self.loggers, lambda lg: lg.flush())
 
     def close(self) -> None:
         """Close every logger, even when one fails (the first failure is raised after)."""
         error = None
-        for lg in self.loggers:
+        for lg in list(self.loggers):
             try:
                 lg.close()
+            except OSError as e:
+                self._drop(lg)
+                error = error or write_failure(type(lg).__name__, e, self.out_dir)
             except Exception as e:  # noqa: BLE001
                 error = error or e
         if error is not None:

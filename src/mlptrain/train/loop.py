@@ -250,15 +250,20 @@ class Trainer:
         with self._stop:  # SIGINT/SIGTERM: finish the step, write last.pt, exit 128 + signum
             try:
                 return self._fit()
-            except Abort as e:  # a second signal: leave now; atomic writes keep the files whole
+            except Abort as e:  # a second signal, or one where no step is left to finish: leave now
+                self.outputs.abandon()  # atomic writes keep the files whole; the logs are closed
                 last = self.out_dir / "last.pt"
                 resume = f"; resume from the last checkpoint with: {resume_command(self.out_dir)}"
-                then = resume if last.is_file() else ""
+                then = resume if last.is_file() and self.cfg.checkpoint else ""
                 raise Abort(e.signum, f"{e}{then}") from None
+            except BaseException:
+                self.outputs.abandon()  # a write failure, a crash: the other logs are still closed
+                raise
 
     def _fit(self) -> dict:
         cfg, state, p, out = self.cfg, self.state, self.parts, self.outputs
         resumed, saved_at = bool(cfg.resume), None
+        self._stop.at_once = True  # start-up: nothing to save yet, a signal stops it at once
         if resumed:
             self.best_weights, self._mid, saved_at = self.checkpoints.resume(cfg.resume, state)
             finished = already_finished(p, state, self.out_dir) if self._mid is None else None
@@ -268,6 +273,7 @@ class Trainer:
         out.start(resumed, saved_at)
         stop_reason = "early_stopped" if resumed and early_stop_due(p, state) else "completed"
         val_out = None
+        self._stop.at_once = False  # training: the first signal is honoured after the current step
         while (
             stop_reason == "completed"
             and state.epoch < p.max_epochs
@@ -283,6 +289,7 @@ class Trainer:
                     raise self._interrupted()
                 train = self.train_epoch(out.progress)
                 dt = time.perf_counter() - self._epoch_t0
+                signals.pause("validation")
                 val_out = (p.val[0], self.outputs_of(p.val[0], calibrate_on=p.val[1]))
                 val = p.task.metrics(val_out[1], p.val[1])
                 self.guards.check_val(val, train)
@@ -329,10 +336,15 @@ class Trainer:
                 )
         if self._unwritten:
             self._write_epoch_end(improved=False)
+        if self._stop.received is not None:  # arrived during the last epoch's validation or checkpoint
+            out.fail("interrupted")
+            raise self._interrupted()
+        self._stop.at_once = True  # the final pictures and the test: last.pt is current, stop at once
         out.end_training(val_out)
         # Test once, on the weights of the best validation epoch.
         if self.best_weights is not None:
             p.model.load_state_dict(self.best_weights)
         x_test, y_test = p.data.x_test.to(p.device), p.data.y_test.to(p.device)
+        signals.pause("test")
         test_out = self.outputs_of(x_test)
         return out.end(stop_reason, p.task.metrics(test_out, y_test), (x_test, test_out))

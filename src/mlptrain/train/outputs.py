@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from mlptrain import signals
 from mlptrain.diagnostics import Diagnostics
 from mlptrain.files import write_json
 from mlptrain.loggers import NullLogger, ResumePoint, build_loggers
@@ -91,8 +92,18 @@ class RunOutputs:
         self.write_metrics(status)
         self.loggers.close()
 
+    def abandon(self) -> None:
+        """The run stops on an exception: close what is open, quietly (the exception is what to report)."""
+        if self.progress is not None:
+            self.progress.close()
+        try:
+            self.loggers.close()
+        except Exception:  # noqa: BLE001 - a logger that failed already reported why
+            pass
+
     def end_training(self, val_outputs) -> None:
         self.progress.close()
+        signals.pause("pictures")
         if self.diagnostics:
             self.diagnostics.epoch_end(self.state.epoch, last=True, evaluated=val_outputs)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mlptrain import checkpoint
+from mlptrain import checkpoint, signals
 from mlptrain.errors import CheckpointError, ConfigError
 from mlptrain.files import remove_stale_temps
 from mlptrain.train.setup import Parts
@@ -118,6 +118,7 @@ class Checkpoints:
         a :meth:`snapshot` taken earlier, written instead of the current state."""
         if self.p.dist.is_main:  # rank 0 writes; the others' messages name its file
             path = self.out_dir / name
+            signals.pause("checkpoint")  # tests: a signal while the checkpoint is written
             body = payload if payload is not None else self._payload(state, best_weights, mid_epoch)
             # saved_at: after the logs so far were flushed: a resume keeps exactly those
             checkpoint.save(path, {**body, "saved_at": time.time()})
@@ -157,7 +158,8 @@ class Checkpoints:
         """Restore the parts and ``state`` from a checkpoint; returns (best weights, the mid-epoch position
         if it was saved between two steps, the wall time it was saved at)."""
         p = self.p
-        ckpt = checkpoint.load(where)
+        ckpt, where_file = checkpoint.load_resumable(where)  # a corrupt last.pt: the newest intact one
+        check_finite_weights(ckpt, where_file)
         mismatch = (
             incompatible(ckpt.get("config") or {}, p.run.raw)
             or data_differs(ckpt.get("data") or {}, p.meta)
@@ -214,11 +216,21 @@ class Checkpoints:
             raise CheckpointError(f"trainer.resume: {where} does not fit this run: {first[:200]}") from None
         if p.dist.is_main:  # a SIGKILL during a write leaves one behind; only rank 0 writes here
             remove_stale_temps(self.out_dir)
-        where_file = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
         self.last_saved = f"{where_file} ({position(state.epoch, state.step, mid is not None)})"
+        asked = Path(where) / "last.pt" if Path(where).is_dir() else Path(where)
+        shown = where if where_file == asked else where_file  # the fallback, when last.pt was corrupt
         # numbered as the interrupt message numbers the same checkpoint (position())
-        log.info("resumed from %s at %s", where, position(state.epoch, state.step, mid is not None))
+        log.info("resumed from %s at %s", shown, position(state.epoch, state.step, mid is not None))
         return best_weights, mid, ckpt.get("saved_at")
+
+
+def check_finite_weights(ckpt: dict, path: Path) -> None:
+    """Weights that are not finite were never saved by a run (a divergence is not checkpointed): the
+    file was damaged (one written before checksums), and a resume would blame the learning rate."""
+    for key in ("model", "best_model"):
+        for name, t in (ckpt.get(key) or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(t.isfinite().all()):
+                raise CheckpointError(f"{path} is corrupt: {key} weight {name} holds non-finite values")
 
 
 def early_stop_due(parts: Parts, state: State) -> bool:
