@@ -70,8 +70,14 @@ def test_submitit_local_sweep_completes(tmp_path):
 def test_optuna_search_optimises_the_returned_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     d = tmp_path / "sweep"
-    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY, cwd=tmp_path)
+    # fixed overrides beside the searched ones: they stay out of the job folder names (issue 14.3)
+    fixed = ["dataset.noise=0.3", "dataset.val_fraction=0.2", "dataset.test_fraction=0.2", "model.norm=none"]
+    r = mlptrain(
+        "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY, *fixed, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
+    names = [p.name for p in d.iterdir() if (p / ".hydra").is_dir()]
+    assert len(names) == 3 and all(len(n) < 100 and "noise" not in n and "lr=" in n for n in names), names
     jobs = job_metrics(d)
     assert len(jobs) == 3 and all(m["status"] == "completed" and m["monitor"] == "val/loss" for m in jobs)
     result = yaml.safe_load((d / "optimization_results.yaml").read_text())

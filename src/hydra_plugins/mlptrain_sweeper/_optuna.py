@@ -20,6 +20,15 @@ log = logging.getLogger("mlptrain")
 
 
 class MlptrainOptunaSweeper(OptunaSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from pathlib import Path
+
+        from mlptrain.continuation import ContinuingLauncher
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        impl = self.sweeper  # Hydra's OptunaSweeper delegates to its OptunaSweeperImpl
+        impl.launcher = ContinuingLauncher(impl.launcher, Path(str(config.hydra.sweep.dir)))  # skips finished trials
+
     def sweep(self, arguments):
         from mlptrain.errors import TrialFailed
 

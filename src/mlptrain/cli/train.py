@@ -22,6 +22,7 @@ from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import resume_argv
 from mlptrain.compose import CONFIG_PACKAGE, precompose, register_resolvers
 from mlptrain.config import parse
+from mlptrain.continuation import continue_command, recorded, resume_in_own_dir, sweep_resume_argv
 from mlptrain.errors import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -34,11 +35,14 @@ from mlptrain.errors import (
     printable,
 )
 from mlptrain.files import check_writable, record_failure
+from mlptrain.jobdirs import register_resolver as register_job_dirname
+from mlptrain.jobdirs import with_fixed_keys
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
 
 log = logging.getLogger("mlptrain")
 register_resolvers()  # before Hydra resolves the run dir of the first job
+register_job_dirname()  # hydra.sweep.subdir, in this process and in joblib/submitit workers
 
 
 def hparams_of(raw: dict, choices: dict, overrides: list[str]) -> dict:
@@ -128,6 +132,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         if threads and cfg.trainer.num_threads == 0:
             cfg.trainer.num_threads = threads
         direction = sweep_direction(hc.sweeper)
+        resume_in_own_dir(cfg, out_dir)  # a continued sweep: this job resumes from its own last.pt
     try:
         try:
             result = run(cfg, out_dir, dict(hc.runtime.choices), list(hc.overrides.task), direction)
@@ -144,6 +149,8 @@ def _hydra_main(cfg: DictConfig) -> float:
         record_failure(out_dir, msg)
     if code > 128:  # interrupted: stop here, a sweep included
         print(f"mlptrain: {printable(msg)}", file=sys.stderr)
+        if multirun and (command := recorded(Path(hc.sweep.dir))):
+            print(f"mlptrain: sweep interrupted; continue it with: {continue_command(hc.sweep.dir, *command)}")
         sys.exit(code)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         sweep.failed_jobs.append(f"{hc.job.num}: {msg}")
@@ -164,11 +171,13 @@ def main() -> None:
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
                 return
         if any(".resume=" in a for a in sys.argv[1:]):
+            sys.argv[1:] = sweep_resume_argv(sys.argv[1:]) or sys.argv[1:]  # a sweep folder: continue it
             try:  # continue in the resumed run's dir, with its own overrides first
                 sys.argv[1:] = resume_argv(sys.argv[1:])
             except CheckpointError as e:
                 raise ConfigError(str(e)) from None
         precompose(sys.argv[1:])
+        sys.argv[1:] = with_fixed_keys(sys.argv[1:])  # a sweep's job folders are named by what varies
     except ConfigError as e:
         print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
