@@ -126,7 +126,7 @@ def test_an_interrupted_sweep_prints_its_continue_command_and_only_that_sweep_ma
     run = [*TINY, "dataset.n_samples=400", "trainer.batch_size=10", "trainer.progress=epoch", "seed=0,1"]
     proc = stopped_sweep(3, 0.0, "int", *run, f"hydra.sweep.dir={d}", cwd=tmp_path)
     assert proc.returncode == 130, proc.stderr
-    line = [ln for ln in proc.stdout.splitlines() if "continue it with: " in ln]
+    line = [ln for ln in proc.stderr.splitlines() if "continue it with: " in ln]
     assert line, proc.stdout + proc.stderr
     command = line[0].split("continue it with: ", 1)[1]
     assert command.startswith("mlptrain -m ") and "seed=0,1" in command

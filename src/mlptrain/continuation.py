@@ -31,6 +31,8 @@ DONE = ("completed", "early_stopped")
 # Keys a continuation may change: how a job runs, not what it computes (CPU numbers do not depend on them).
 EXECUTION_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.device", "trainer.resume", "dataset.data_dir")
 RECORD = "multirun.yaml"  # Hydra writes the sweep's config (its overrides included) there before any job
+# The command that continues the sweep this process runs (set when it starts): printed if it is interrupted.
+current: list[str] = []
 
 
 # ----------------------------------------------------------------------------- the command
@@ -187,7 +189,19 @@ class ContinuingLauncher:
             launched = self._launcher.launch([job_overrides[i] for i in run], initial_job_idx=initial_job_idx + run[0])
             for i, ret in zip(run, launched):
                 results[i] = ret
+            if any(_status(ret.working_dir) == "interrupted" for ret in launched):
+                # A job stopped by a signal (in a worker process, whose exit code does not reach here):
+                # the sweep stops too, and can be continued.
+                log.error("a job was interrupted: the sweep stops")
+                raise SystemExit(130)
         return results
+
+
+def _status(job_dir) -> str | None:
+    try:
+        return json.loads((Path(job_dir) / "metrics.json").read_text()).get("status")
+    except (OSError, TypeError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- in the job
@@ -195,10 +209,7 @@ def resume_in_own_dir(cfg, out_dir: Path) -> None:
     """A sweep job that was stopped before: resume from its own ``last.pt`` (exactly where it was),
     or, killed before its first checkpoint, drop the stale TensorBoard events and start again."""
     out_dir = Path(out_dir)
-    try:
-        status = json.loads((out_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError):
-        status = None
+    status = _status(out_dir)
     if status in DONE or cfg.trainer.get("resume"):
         return
     if (out_dir / "last.pt").is_file():

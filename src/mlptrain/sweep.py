@@ -318,17 +318,18 @@ class SweepSummary(Callback):
     """Keeps ``summary.csv``/``summary.md`` of a multirun up to date (see the module docstring)."""
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        from mlptrain.continuation import check_same_sweep
+        from mlptrain import continuation
         from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
 
         failed_jobs.clear()
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = config.hydra.overrides
         try:  # a folder holding this sweep already is continued; one holding another sweep is refused
-            check_same_sweep(sweep_dir, list(overrides.task), list(overrides.hydra))
+            continuation.check_same_sweep(sweep_dir, list(overrides.task), list(overrides.hydra))
         except ConfigError as e:
             print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+        continuation.current[:] = [continuation.continue_command(sweep_dir, overrides.task, overrides.hydra)]
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus

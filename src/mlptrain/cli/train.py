@@ -17,12 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlptrain import sweep
+from mlptrain import continuation, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import resume_argv
 from mlptrain.compose import CONFIG_PACKAGE, precompose, register_resolvers
 from mlptrain.config import parse
-from mlptrain.continuation import continue_command, recorded, resume_in_own_dir, sweep_resume_argv
+from mlptrain.continuation import resume_in_own_dir, sweep_resume_argv
 from mlptrain.errors import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -149,8 +149,6 @@ def _hydra_main(cfg: DictConfig) -> float:
         record_failure(out_dir, msg)
     if code > 128:  # interrupted: stop here, a sweep included
         print(f"mlptrain: {printable(msg)}", file=sys.stderr)
-        if multirun and (command := recorded(Path(hc.sweep.dir))):
-            print(f"mlptrain: sweep interrupted; continue it with: {continue_command(hc.sweep.dir, *command)}")
         sys.exit(code)
     if multirun:  # keep the sweep going; the summary lists the failure and main() exits non-zero
         sweep.failed_jobs.append(f"{hc.job.num}: {msg}")
@@ -191,6 +189,11 @@ def main() -> None:
     sys.argv += hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
     try:
         _hydra_main()
+    except (SystemExit, KeyboardInterrupt) as e:
+        code = e.code if isinstance(e, SystemExit) else 130
+        if isinstance(code, int) and code > 128 and continuation.current:  # an interrupted sweep
+            print(f"mlptrain: sweep interrupted; continue it with: {continuation.current[0]}", file=sys.stderr)
+        raise
     finally:
         shutdown()
     failed = sweep.failed_jobs  # this sweep's failed jobs, in this process or others (joblib, submitit)
