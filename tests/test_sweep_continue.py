@@ -55,18 +55,23 @@ main()
 """
 
 
-def stopped_sweep(kill_at: int, delay: float, how: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def child(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -c script args...`` in its own process group (so that it can be killed whole)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, "-c", STOPPED_SWEEP, str(kill_at), str(delay), how, "-m", *args],
+        [sys.executable, "-c", script, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=240,
-        start_new_session=True,  # its own process group, killed whole
+        start_new_session=True,
     )
+
+
+def stopped_sweep(kill_at: int, delay: float, how: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return child(STOPPED_SWEEP, str(kill_at), str(delay), how, "-m", *args, cwd=cwd)
 
 
 def jobs(sweep_dir: Path) -> dict[str, Path]:
@@ -193,3 +198,35 @@ def test_a_sweep_with_twenty_overrides_and_a_slash_in_a_swept_value_runs(tmp_pat
     assert len(rows) == 3 and any(row.endswith(",0_monitor=val%2Floss") for row in rows[1:])
     overrides = yaml.safe_load((jobs(d)["0_monitor=val%2Floss"] / ".hydra/overrides.yaml").read_text())
     assert len(overrides) == 21  # the whole story is in .hydra/
+
+
+# ----------------------------------------------------------------------------- retries
+# The sweep in this process, where the first job's first fit runs out of memory (as a CUDA OOM would).
+OOM_ONCE_SWEEP = """
+import sys
+from mlptrain.train import Trainer
+fit, calls = Trainer.fit, []
+def fit_or_oom(self):
+    calls.append(1)
+    if len(calls) == 1:
+        raise MemoryError("can't allocate memory")
+    return fit(self)
+Trainer.fit = fit_or_oom
+sys.argv = ["mlptrain", *sys.argv[1:]]
+from mlptrain.cli import main
+main()
+"""
+
+
+def test_a_transient_failure_is_retried_and_divergence_is_not(tmp_path):
+    d = tmp_path / "sweep"
+    args = ["-m", *TINY, "optim=sgd", "optim.lr=0.01,1e30", "trainer.retries=2", f"hydra.sweep.dir={d}"]
+    r = child(OOM_ONCE_SWEEP, *args, cwd=tmp_path)
+    assert r.returncode == 1, r.stderr  # the diverged job fails the sweep
+    out = r.stdout + r.stderr
+    assert out.count("running it again") == 1 and "job 0 failed (out of memory" in out, out
+    ok, diverged = (json.loads((jobs(d)[n] / "metrics.json").read_text()) for n in sorted(jobs(d)))
+    assert ok["status"] == "completed" and ok["attempts"] == 2
+    assert diverged["status"] == "diverged" and "attempts" not in diverged
+    md = (d / "summary.md").read_text()
+    assert "| status | attempts |" in md and "| completed | 2 |" in md and "| diverged | 1 |" in md

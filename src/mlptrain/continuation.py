@@ -29,7 +29,14 @@ log = logging.getLogger("mlptrain")
 
 DONE = ("completed", "early_stopped")
 # Keys a continuation may change: how a job runs, not what it computes (CPU numbers do not depend on them).
-EXECUTION_KEYS = ("trainer.progress", "trainer.num_threads", "trainer.device", "trainer.resume", "dataset.data_dir")
+EXECUTION_KEYS = (
+    "trainer.progress",
+    "trainer.num_threads",
+    "trainer.device",
+    "trainer.resume",
+    "trainer.retries",
+    "dataset.data_dir",
+)
 RECORD = "multirun.yaml"  # Hydra writes the sweep's config (its overrides included) there before any job
 # The command that continues the sweep this process runs (set when it starts): printed if it is interrupted.
 current: list[str] = []
@@ -149,10 +156,19 @@ def finished_jobs(sweep_dir: Path) -> dict[int, tuple[list[str], dict, Path]]:
 
 
 class ContinuingLauncher:
-    """A Hydra launcher that does not launch the jobs of its sweep that have already finished."""
+    """A Hydra launcher that does not launch the jobs of its sweep that have already finished, and runs
+    a job again, up to ``retries`` times, after a transient failure: out of memory, or a worker process
+    that died (killed by the system).  Bad input and divergence are never retried."""
 
-    def __init__(self, launcher, sweep_dir: Path):
-        self._launcher, self._sweep_dir = launcher, Path(sweep_dir)
+    def __init__(self, launcher, sweep_dir: Path, retries: int = 0):
+        self._launcher, self._sweep_dir, self._retries = launcher, Path(sweep_dir), int(retries or 0)
+
+    @classmethod
+    def around(cls, launcher, config) -> ContinuingLauncher:
+        """``launcher`` in the sweep of the (master) ``config``, with its ``trainer.retries``."""
+        from omegaconf import OmegaConf
+
+        return cls(launcher, Path(str(config.hydra.sweep.dir)), OmegaConf.select(config, "trainer.retries", default=0))
 
     def __getattr__(self, name):
         return getattr(self._launcher, name)
@@ -178,23 +194,86 @@ class ContinuingLauncher:
                 log.info("job %d finished before: skipped (%s)", initial_job_idx + i, hit[2].name)
             else:
                 todo.append(i)
-        # Launch the rest in runs of consecutive jobs: a launcher numbers the jobs of one call in order.
-        runs: list[list[int]] = []
-        for i in todo:
-            if runs and runs[-1][-1] == i - 1:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
-        for run in runs:
-            launched = self._launcher.launch([job_overrides[i] for i in run], initial_job_idx=initial_job_idx + run[0])
-            for i, ret in zip(run, launched):
-                results[i] = ret
-            if any(_status(ret.working_dir) == "interrupted" for ret in launched):
-                # A job stopped by a signal (in a worker process, whose exit code does not reach here):
-                # the sweep stops too, and can be continued.
-                log.error("a job was interrupted: the sweep stops")
-                raise SystemExit(130)
+        attempts = dict.fromkeys(todo, 0)
+        while todo:
+            again = []
+            for run in _consecutive(todo):
+                try:
+                    launched = self._launcher.launch(
+                        [job_overrides[i] for i in run], initial_job_idx=initial_job_idx + run[0]
+                    )
+                except Exception as e:  # the launcher lost a worker process: its jobs did not return
+                    if not _lost_worker(e) or min(attempts[i] for i in run) >= self._retries:
+                        raise
+                    finished = finished_jobs(self._sweep_dir)
+                    lost = [i for i in run if initial_job_idx + i not in finished]
+                    log.warning("a worker process died (%s): running job(s) %s again", type(e).__name__, lost)
+                    again += lost
+                    continue
+                for i, ret in zip(run, launched):
+                    results[i] = ret
+                if any(_status(_job_dir(ret)) == "interrupted" for ret in launched):
+                    # A job stopped by a signal (in a worker process, whose exit code does not reach here):
+                    # the sweep stops too, and can be continued.
+                    log.error("a job was interrupted: the sweep stops")
+                    raise SystemExit(130)
+                for i, ret in zip(run, launched):
+                    if attempts[i] < self._retries and _transient(_job_dir(ret)):
+                        log.warning("job %d failed (%s): running it again", initial_job_idx + i, _error(_job_dir(ret)))
+                        again.append(i)
+            for i in again:
+                attempts[i] += 1
+            todo = sorted(set(again))
+        for i, n in attempts.items():
+            if n and results[i] is not None:
+                _record_attempts(Path(_job_dir(results[i])), n + 1)
         return results
+
+
+def _job_dir(ret) -> str | None:
+    """A launched job's output dir (its working dir is the sweep's own unless hydra.job.chdir)."""
+    from omegaconf import OmegaConf
+
+    found = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg is not None else None
+    return str(found) if found else ret.working_dir
+
+
+def _consecutive(indices: list[int]) -> list[list[int]]:
+    """Runs of consecutive jobs: a launcher numbers the jobs of one call in order."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _lost_worker(e: BaseException) -> bool:
+    """joblib's TerminatedWorkerError, concurrent.futures' BrokenProcessPool: a worker killed (OOM killer)."""
+    return any(c.__name__ in ("TerminatedWorkerError", "BrokenProcessPool") for c in type(e).__mro__)
+
+
+def _transient(job_dir) -> bool:
+    return _status(job_dir) == "failed" and _error(job_dir).startswith("out of memory")
+
+
+def _error(job_dir) -> str:
+    try:
+        return str(json.loads((Path(job_dir) / "metrics.json").read_text()).get("error") or "")
+    except (OSError, TypeError, ValueError):
+        return ""
+
+
+def _record_attempts(job_dir: Path, n: int) -> None:
+    """How many times a job ran, in its metrics.json (the summary shows it)."""
+    from mlptrain.files import write_json
+
+    try:
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    write_json(job_dir / "metrics.json", {**metrics, "attempts": n})
 
 
 def _status(job_dir) -> str | None:

@@ -86,6 +86,7 @@ def read_job(job: Path) -> dict:
         "params": dict(_split(str(o)) for o in overrides),
         "status": status,
         "error": metrics.get("error", ""),
+        "attempts": metrics.get("attempts", 1),  # > 1: run again after a transient failure (trainer.retries)
         "metrics": metrics,
     }
 
@@ -217,7 +218,7 @@ def to_csv(s: dict) -> str:
         metric_cols += [c for c in r["columns"] if c not in metric_cols]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["rank", "job", *s["varying"], "status", *metric_cols, "error", "overrides", "dir"])
+    w.writerow(["rank", "job", *s["varying"], "status", "attempts", *metric_cols, "error", "overrides", "dir"])
     for r in s["rows"]:
         w.writerow(
             [
@@ -225,6 +226,7 @@ def to_csv(s: dict) -> str:
                 r["num"],
                 *(r["params"].get(k, "") for k in s["varying"]),
                 r["status"],
+                r["attempts"],
                 *("" if (v := r["columns"].get(c)) is None else v for c in metric_cols),
                 r["error"],
                 " ".join(r["overrides"]),
@@ -261,7 +263,20 @@ def to_markdown(s: dict) -> str:
         test_cols += [c for c in r["columns"] if c.startswith("test/") and c not in test_cols]
     obj_col = f"{monitor or 'objective'} (best)"
     objective_head = ["monitor", "best"] if mixed else [obj_col]
-    head = ["rank", "job", *varying, "status", *objective_head, "best epoch", "epochs", *test_cols, "train s", "error"]
+    retried = any(r["attempts"] != 1 for r in rows)
+    status_head = ["status", "attempts"] if retried else ["status"]
+    head = [
+        "rank",
+        "job",
+        *varying,
+        *status_head,
+        *objective_head,
+        "best epoch",
+        "epochs",
+        *test_cols,
+        "train s",
+        "error",
+    ]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c = r["columns"]
@@ -271,6 +286,7 @@ def to_markdown(s: dict) -> str:
             r["num"],
             *(_value(r["params"].get(k, "")) for k in varying),
             r["status"],
+            *([r["attempts"]] if retried else []),
             *([own or "", c.get(f"{own} (best)")] if mixed else [c.get(obj_col)]),
             c.get("best_epoch"),
             c.get("epochs"),
@@ -347,8 +363,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         s = self._write(Path(config.hydra.sweep.dir))
         if s is not None:  # this sweep's failures, for the exit code
-            # every job in the folder is this sweep's (check_same_sweep): jobs it skipped included
-            failed_jobs.extend(f for f in failures(s) if f not in failed_jobs)
+            # every job in the folder is this sweep's (check_same_sweep), skipped ones included; the folder
+            # is the record (a job that failed and then succeeded on a retry is not a failure)
+            failed_jobs[:] = failures(s)
             log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
 
     @staticmethod

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
@@ -46,7 +45,8 @@ class MlptrainSweeper(BasicSweeper):
         if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:  # jobs in this process share the cache
             hydra_context = dataclasses.replace(hydra_context, config_loader=SweepConfigs(hydra_context.config_loader))
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.launcher = ContinuingLauncher(self.launcher, Path(str(config.hydra.sweep.dir)))  # skips finished jobs
+        # skips finished jobs, retries transient failures
+        self.launcher = ContinuingLauncher.around(self.launcher, config)
 
 
 class SweepConfigs:

@@ -21,13 +21,12 @@ log = logging.getLogger("mlptrain")
 
 class MlptrainOptunaSweeper(OptunaSweeper):
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from pathlib import Path
-
         from mlptrain.continuation import ContinuingLauncher
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         impl = self.sweeper  # Hydra's OptunaSweeper delegates to its OptunaSweeperImpl
-        impl.launcher = ContinuingLauncher(impl.launcher, Path(str(config.hydra.sweep.dir)))  # skips finished trials
+        # skips finished trials, retries transient failures
+        impl.launcher = ContinuingLauncher.around(impl.launcher, config)
 
     def sweep(self, arguments):
         from mlptrain.errors import TrialFailed
