@@ -46,6 +46,13 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
     md = (d / "summary.md").read_text()
     assert "3 job(s): 2 completed, 1 failed" in md
 
+    # Run again: the finished jobs are skipped, untouched; the failed one runs (in a worker) and fails again.
+    done = {p: p.stat().st_mtime_ns for p in d.glob("[01]_*/**/*") if p.is_file()}
+    again = mlptrain(*r.args[3:], cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.splitlines()[-1] == r.stderr.splitlines()[-1], again.stderr
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    assert (d / "summary.md").read_text().count("| completed |") == 2
+
 
 def test_submitit_local_sweep_completes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -66,12 +73,26 @@ def test_submitit_local_sweep_completes(tmp_path):
     assert [m["runtime"]["torch_threads"] for m in jobs] == [1, 1]  # from cpus_per_task
     assert (d / ".submitit").is_dir() and (d / "summary.csv").is_file()
 
+    # Re-submitted: both jobs have finished, so nothing is submitted and nothing rewritten.
+    submitted = sorted((d / ".submitit").iterdir())
+    done = {p: p.stat().st_mtime_ns for p in d.glob("[01]_*/**/*") if p.is_file()}
+    again = mlptrain(*r.args[3:], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted((d / ".submitit").iterdir()) == submitted
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+
 
 def test_optuna_search_optimises_the_returned_objective(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     d = tmp_path / "sweep"
-    r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY, cwd=tmp_path)
+    # fixed overrides beside the searched ones: they stay out of the job folder names (issue 14.3)
+    fixed = ["dataset.noise=0.3", "dataset.val_fraction=0.2", "dataset.test_fraction=0.2", "model.norm=none"]
+    r = mlptrain(
+        "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={d}", *TINY, *fixed, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
+    names = [p.name for p in d.iterdir() if (p / ".hydra").is_dir()]
+    assert len(names) == 3 and all(len(n) < 100 and "noise" not in n and "lr=" in n for n in names), names
     jobs = job_metrics(d)
     assert len(jobs) == 3 and all(m["status"] == "completed" and m["monitor"] == "val/loss" for m in jobs)
     result = yaml.safe_load((d / "optimization_results.yaml").read_text())

@@ -28,15 +28,18 @@ def read_csv(sweep_dir):
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-    """A real sweep folder: one job that fails (a monitor the classification task does not have,
-    found when the job builds its task), then 2 widths x 2 seeds."""
+    """A real sweep folder: 2 widths x 2 seeds, then one job that fails (a monitor the classification
+    task does not have, found when the job builds its task) moved in beside them as job 4."""
     root = tmp_path_factory.mktemp("sweep")
-    d = root / "multirun"
-    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "trainer.monitor=rmse", cwd=root)
+    d, other = root / "multirun", root / "other"
+    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "model.hidden=[4],[8]", "seed=0,1", "trainer.epochs=2", cwd=root)
+    assert r.returncode == 0, r.stderr
+    r = mlptrain("-m", f"hydra.sweep.dir={other}", *TINY, "trainer.monitor=rmse", cwd=root)
     assert r.returncode == 1, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("mlptrain: error: 1 job(s) failed: 0: trainer.monitor: 'rmse'")
-    r = mlptrain("-m", f"hydra.sweep.dir={d}", *TINY, "model.hidden=[4],[8]", "seed=0,1", "trainer.epochs=2", cwd=root)
-    assert r.returncode == 0, r.stderr  # the earlier failure in the reused folder is not this sweep's
+    (job,) = [p for p in other.iterdir() if (p / ".hydra").is_dir()]
+    job.rename(d / ("4" + job.name[1:]))
+    sweep.write_summary(d)
     return d
 
 
@@ -222,3 +225,53 @@ def test_the_launchers_config_cache_matches_hydras_composition(command, jobs, st
             assert OmegaConf.to_container(got) == OmegaConf.to_container(want), job
             assert OmegaConf.is_struct(got) and OmegaConf.is_readonly(got.hydra) == OmegaConf.is_readonly(want.hydra)
         assert len(cached._first) == structures  # composed once per structure, not per job
+
+
+def _job(folder, name, overrides, monitor, mode, objective, best):
+    job = folder / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra/overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "metrics.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "objective": objective,
+                "monitor": monitor,
+                "mode": mode,
+                "best_epoch": 2,
+                "best": best,
+                "final": {},
+                "test": {},
+                "epochs": 3,
+                "train_time_s": 1.0,
+            }
+        )
+    )
+
+
+def test_a_sweep_over_tasks_ranks_each_under_its_own_objective_and_labels_the_best_epoch(tmp_path):
+    """Regression and classification jobs in one sweep: each ranked under its own monitor; the loss at
+    the best-accuracy epoch is labelled so, and the objective is not repeated as a "best" column."""
+    _job(tmp_path, "0_dataset=sine", ["dataset=sine"], "val/rmse", "min", 0.3, {"val/rmse": 0.3, "val/loss": 0.1})
+    _job(tmp_path, "1_dataset=moons", ["dataset=moons"], "val/acc", "max", 0.9, {"val/acc": 0.9, "val/loss": 0.4})
+    _job(tmp_path, "2_dataset=xor", ["dataset=xor"], "val/acc", "max", 0.95, {"val/acc": 0.95, "val/loss": 0.2})
+    s = sweep.write_summary(tmp_path)
+    assert [r["job"] for r in s["rows"]] == ["2_dataset=xor", "1_dataset=moons", "0_dataset=sine"]
+    header = read_csv(tmp_path)[0]
+    assert "val/loss at best epoch" in header and "best val/loss" not in header and "best val/acc" not in header
+    md = (tmp_path / "summary.md").read_text()
+    assert "Objectives: val/acc (max), val/rmse (min); jobs ranked within each" in md
+    assert "| 3 | 0 | sine | completed | val/rmse | 0.3 |" in md
+
+
+def test_summary_command_refuses_a_folder_of_several_sweeps_and_writes_nothing(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "multirun.yaml").write_text("hydra: {}\n")
+        _job(tmp_path / name, "0_seed=0", ["seed=0"], "val/acc", "max", 0.9, {"val/acc": 0.9})
+    r = summary_command(tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "holds 2 sweeps (a, b); summarise one sweep folder at a time" in r.stderr
+    assert not list(tmp_path.rglob("summary.*"))
+    r = summary_command(tmp_path / "a", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "a" / "summary.csv").is_file()

@@ -241,6 +241,7 @@ class TrainerConfig:
     init_from: str | None = None  # a run dir (its last.pt) or checkpoint whose weights start a new run
     overwrite: bool = False  # a new run may replace the results of a finished one in its hydra.run.dir
     nan_policy: str = "stop"  # stop | skip_batch
+    retries: int = 0  # sweeps: run a job again this many times after a transient failure (out of memory, lost worker)
     # What writes the run's logs: names of mlptrain.registry.LOGGERS; [] = no log files (docs/loggers.md)
     loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
     # TensorBoard pictures / histograms: N = every N epochs and after the last; 0 = after the last
@@ -274,6 +275,7 @@ class TrainerConfig:
         check(
             "batch_size" in auto or self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}"
         )
+        check(self.retries >= 0, "trainer.retries", f"must be >= 0, got {self.retries}")
         check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from mlptrain.continuation import _job_num, find_jobs
 from mlptrain.errors import TrialFailed
 from mlptrain.files import record_failure, write_text
 
@@ -44,15 +45,19 @@ failed_jobs: list[str] = []
 
 
 # ----------------------------------------------------------------------------- reading jobs
-def find_jobs(sweep_dir: Path) -> list[Path]:
-    """Every job folder under ``sweep_dir`` (one holding ``.hydra/overrides.yaml``), in job order."""
-    jobs = [p.parent.parent for p in Path(sweep_dir).rglob(".hydra/overrides.yaml")]
-    return sorted(jobs, key=lambda p: (_job_num(p), str(p)))
+def sweeps_under(folder: Path) -> list[Path]:
+    """The sweeps whose jobs lie under ``folder`` (one when ``folder`` is a sweep, or holds one).  A
+    job belongs to its nearest folder holding Hydra's ``multirun.yaml`` (``folder`` at the highest),
+    else to the folder it sits in."""
+    folder = Path(folder)
 
+    def sweep_of(job: Path) -> Path:
+        for d in job.parents:
+            if (d / "multirun.yaml").is_file() or d == folder:
+                return d if (d / "multirun.yaml").is_file() else job.parent
+        return job.parent
 
-def _job_num(job: Path) -> int:
-    head = job.name.split("_", 1)[0]
-    return int(head) if head.isdigit() else 1 << 30
+    return sorted({sweep_of(j) for j in find_jobs(folder)})
 
 
 def _split(override: str) -> tuple[str, str]:
@@ -81,6 +86,7 @@ def read_job(job: Path) -> dict:
         "params": dict(_split(str(o)) for o in overrides),
         "status": status,
         "error": metrics.get("error", ""),
+        "attempts": metrics.get("attempts", 1),  # > 1: run again after a transient failure (trainer.retries)
         "metrics": metrics,
     }
 
@@ -92,7 +98,8 @@ def flat_metrics(m: dict) -> dict[str, float]:
         out[f"{m['monitor']} (best)"] = m.get("objective")
     out["best_epoch"] = m.get("best_epoch")
     out["epochs"] = m.get("epochs")
-    out.update({f"best {k}": v for k, v in (m.get("best") or {}).items()})
+    # m["best"]: every validation metric at the best epoch (of the monitored one, which is the objective)
+    out.update({f"{k} at best epoch": v for k, v in (m.get("best") or {}).items() if k != m.get("monitor")})
     out.update({f"final {k}": v for k, v in (m.get("final") or {}).items() if "/" in k})
     out.update({f"test/{k}": v for k, v in (m.get("test") or {}).items()})
     out["train_time_s"] = m.get("train_time_s")
@@ -104,13 +111,21 @@ def _number(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _rank_key(objective_mode: tuple[str, str]):
-    _, mode = objective_mode
-    sign = -1.0 if mode == "max" else 1.0
+def _objective_of(row: dict) -> tuple[str | None, str]:
+    m = row["metrics"]
+    return (m.get("monitor"), m.get("mode") or "min") if m.get("monitor") else (None, "min")
+
+
+def _rank_key(objectives: list[tuple[str, str]]):
+    """Best first within each objective (a sweep over datasets of different tasks has several: each
+    ranked on its own, the most common first), failed and unfinished jobs last."""
 
     def key(row):
+        objective = _objective_of(row)
+        group = objectives.index(objective) if objective in objectives else len(objectives)
+        sign = -1.0 if objective[1] == "max" else 1.0
         v = _number(row["metrics"].get("objective")) if row["status"] in DONE else None
-        return (v is None, sign * v if v is not None else 0.0, _job_num(row["path"]), row["job"])
+        return (v is None, group, sign * v if v is not None else 0.0, _job_num(row["path"]), row["job"])
 
     return key
 
@@ -123,9 +138,10 @@ def summarize(sweep_dir: Path) -> dict:
         keys += [k for k in r["params"] if k not in keys]
     varying = [k for k in keys if len({r["params"].get(k) for r in rows}) > 1]
     common = [f"{k}={rows[0]['params'][k]}" for k in keys if k not in varying and rows]
-    monitors = [(r["metrics"].get("monitor"), r["metrics"].get("mode")) for r in rows if r["metrics"].get("monitor")]
-    objective = max(set(monitors), key=monitors.count) if monitors else (None, "min")
-    rows.sort(key=_rank_key(objective))
+    monitors = [_objective_of(r) for r in rows if r["metrics"].get("monitor")]
+    objectives = sorted(set(monitors), key=lambda o: (-monitors.count(o), monitors.index(o)))
+    objective = objectives[0] if objectives else (None, "min")
+    rows.sort(key=_rank_key(objectives))
     for rank, r in enumerate(rows, 1):
         r["rank"] = rank
         r["columns"] = flat_metrics(r["metrics"]) if r["metrics"] else {}
@@ -135,6 +151,7 @@ def summarize(sweep_dir: Path) -> dict:
         "varying": varying,
         "common": common,
         "objective": objective,
+        "objectives": objectives,
         "groups": seed_groups(rows, varying, objective),
     }
 
@@ -201,7 +218,7 @@ def to_csv(s: dict) -> str:
         metric_cols += [c for c in r["columns"] if c not in metric_cols]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["rank", "job", *s["varying"], "status", *metric_cols, "error", "overrides", "dir"])
+    w.writerow(["rank", "job", *s["varying"], "status", "attempts", *metric_cols, "error", "overrides", "dir"])
     for r in s["rows"]:
         w.writerow(
             [
@@ -209,6 +226,7 @@ def to_csv(s: dict) -> str:
                 r["num"],
                 *(r["params"].get(k, "") for k in s["varying"]),
                 r["status"],
+                r["attempts"],
                 *("" if (v := r["columns"].get(c)) is None else v for c in metric_cols),
                 r["error"],
                 " ".join(r["overrides"]),
@@ -230,22 +248,46 @@ def to_markdown(s: dict) -> str:
         + ".  "
         + (f"Objective: {monitor} ({mode}), best first." if monitor else "No job has reported metrics yet."),
     ]
+    mixed = len(s["objectives"]) > 1  # jobs of different tasks: each ranked under its own objective
+    if mixed:
+        lines[-1] = (
+            lines[-1].split("Objective:")[0]
+            + "Objectives: "
+            + ", ".join(f"{m} ({md})" for m, md in s["objectives"])
+            + "; jobs ranked within each, best first."
+        )
     if s["common"]:
         lines.append(f"Common to every job: `{' '.join(s['common'])}`.")
     test_cols: list[str] = []
     for r in rows:
         test_cols += [c for c in r["columns"] if c.startswith("test/") and c not in test_cols]
     obj_col = f"{monitor or 'objective'} (best)"
-    head = ["rank", "job", *varying, "status", obj_col, "best epoch", "epochs", *test_cols, "train s", "error"]
+    objective_head = ["monitor", "best"] if mixed else [obj_col]
+    retried = any(r["attempts"] != 1 for r in rows)
+    status_head = ["status", "attempts"] if retried else ["status"]
+    head = [
+        "rank",
+        "job",
+        *varying,
+        *status_head,
+        *objective_head,
+        "best epoch",
+        "epochs",
+        *test_cols,
+        "train s",
+        "error",
+    ]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         c = r["columns"]
+        own = _objective_of(r)[0]
         cells = [
             r["rank"],
             r["num"],
             *(_value(r["params"].get(k, "")) for k in varying),
             r["status"],
-            c.get(obj_col),
+            *([r["attempts"]] if retried else []),
+            *([own or "", c.get(f"{own} (best)")] if mixed else [c.get(obj_col)]),
             c.get("best_epoch"),
             c.get("epochs"),
             *(c.get(t) for t in test_cols),
@@ -291,13 +333,19 @@ def failures(s: dict) -> list[str]:
 class SweepSummary(Callback):
     """Keeps ``summary.csv``/``summary.md`` of a multirun up to date (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.earlier: set[str] = set()  # job folders already in a reused sweep folder
-
     def on_multirun_start(self, config, **kwargs) -> None:
+        from mlptrain import continuation
+        from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
+
         failed_jobs.clear()
         sweep_dir = Path(config.hydra.sweep.dir)
-        self.earlier = {str(j) for j in find_jobs(sweep_dir)} if sweep_dir.is_dir() else set()
+        overrides = config.hydra.overrides
+        try:  # a folder holding this sweep already is continued; one holding another sweep is refused
+            continuation.check_same_sweep(sweep_dir, list(overrides.task), list(overrides.hydra))
+        except ConfigError as e:
+            print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        continuation.current[:] = [continuation.continue_command(sweep_dir, overrides.task, overrides.hydra)]
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
@@ -315,8 +363,9 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         s = self._write(Path(config.hydra.sweep.dir))
         if s is not None:  # this sweep's failures, for the exit code
-            this_sweep = {"rows": [r for r in s["rows"] if str(r["path"]) not in self.earlier]}
-            failed_jobs.extend(f for f in failures(this_sweep) if f not in failed_jobs)
+            # every job in the folder is this sweep's (check_same_sweep), skipped ones included; the folder
+            # is the record (a job that failed and then succeeded on a retry is not a failure)
+            failed_jobs[:] = failures(s)
             log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
 
     @staticmethod
@@ -361,13 +410,23 @@ def main(argv: list[str] | None = None) -> None:
     if not args.sweep_dir.is_dir():
         print(f"mlptrain-summary: error: {args.sweep_dir}: no such folder", file=sys.stderr)
         sys.exit(2)
-    s = summarize(args.sweep_dir)
-    if not s["rows"]:
+    sweeps = sweeps_under(args.sweep_dir)
+    if not sweeps:
         print(
             f"mlptrain-summary: error: {args.sweep_dir}: no job folders (with .hydra/overrides.yaml) under it",
             file=sys.stderr,
         )
         sys.exit(2)
+    if len(sweeps) > 1:  # their job numbers collide and their objectives differ: one sweep at a time
+        shown = ", ".join(_shown(d) for d in sweeps[:3]) + (", ..." if len(sweeps) > 3 else "")
+        print(
+            f"mlptrain-summary: error: {args.sweep_dir} holds {len(sweeps)} sweeps ({shown}); "
+            "summarise one sweep folder at a time",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    args.sweep_dir = sweeps[0]  # the sweep itself, when the folder given only holds it
+    s = summarize(args.sweep_dir)
     write_summary(args.sweep_dir, s)
     print(to_markdown(s), end="")
 

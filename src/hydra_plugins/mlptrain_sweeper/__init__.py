@@ -32,6 +32,8 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mlptrain.continuation import ContinuingLauncher
+
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
@@ -43,6 +45,8 @@ class MlptrainSweeper(BasicSweeper):
         if config.hydra.launcher.get("_target_") == BASIC_LAUNCHER:  # jobs in this process share the cache
             hydra_context = dataclasses.replace(hydra_context, config_loader=SweepConfigs(hydra_context.config_loader))
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        # skips finished jobs, retries transient failures
+        self.launcher = ContinuingLauncher.around(self.launcher, config)
 
 
 class SweepConfigs:

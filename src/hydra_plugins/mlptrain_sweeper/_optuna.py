@@ -20,6 +20,14 @@ log = logging.getLogger("mlptrain")
 
 
 class MlptrainOptunaSweeper(OptunaSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from mlptrain.continuation import ContinuingLauncher
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        impl = self.sweeper  # Hydra's OptunaSweeper delegates to its OptunaSweeperImpl
+        # skips finished trials, retries transient failures
+        impl.launcher = ContinuingLauncher.around(impl.launcher, config)
+
     def sweep(self, arguments):
         from mlptrain.errors import TrialFailed
 

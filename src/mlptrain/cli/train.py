@@ -19,11 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mlptrain import naming, rundir, signals, sweep
+from mlptrain import continuation, naming, rundir, signals, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import check_resume, plan
 from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers
 from mlptrain.config import parse
+from mlptrain.continuation import resume_in_own_dir, sweep_resume_argv
 from mlptrain.errors import (
     BAD_INPUT,
     EXIT_BAD_INPUT,
@@ -37,6 +38,8 @@ from mlptrain.errors import (
     to_record,
 )
 from mlptrain.files import check_writable
+from mlptrain.jobdirs import register_resolver as register_job_dirname
+from mlptrain.jobdirs import with_fixed_keys
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
 
@@ -46,6 +49,7 @@ log = logging.getLogger("mlptrain")
 # what mlptrain.train (the Python API) returns or raises.
 last_job: dict = {}
 register_resolvers()  # before Hydra resolves the run dir of the first job
+register_job_dirname()  # hydra.sweep.subdir, in this process and in joblib/submitit workers
 
 
 def hparams_of(raw: dict, choices: dict, overrides: list[str]) -> dict:
@@ -148,6 +152,7 @@ def _hydra_main(cfg: DictConfig) -> float:
         if threads and cfg.trainer.num_threads in (0, "auto"):
             cfg.trainer.num_threads = threads
         direction = sweep_direction(hc.sweeper)
+        resume_in_own_dir(cfg, out_dir)  # a continued sweep: this job resumes from its own last.pt
     announce = not multirun and env_rank() == 0  # a sweep's dir is in Hydra's own lines and its summary
     if announce:
         log.info("run dir: %s", shown_path(out_dir))
@@ -195,6 +200,8 @@ def main() -> None:
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
                 return
         sys.argv[1:] = listify(sys.argv[1:])  # model.hidden=64 means [64]
+        if any(".resume=" in a for a in sys.argv[1:]):
+            sys.argv[1:] = sweep_resume_argv(sys.argv[1:]) or sys.argv[1:]  # a sweep folder: continue it
         resuming = None
         if any(".resume=" in a or ".init_from=" in a for a in sys.argv[1:]):
             try:  # continue in the resumed run's dir, with its own overrides first
@@ -204,6 +211,7 @@ def main() -> None:
         cfg = precompose(sys.argv[1:])
         if resuming is not None and cfg is not None:
             check_resume(resuming, cfg)  # before Hydra rewrites the run dir's .hydra/
+        sys.argv[1:] = with_fixed_keys(sys.argv[1:])  # a sweep's job folders are named by what varies
     except ConfigError as e:
         print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
@@ -220,9 +228,14 @@ def main() -> None:
         # sweep included) at once, with 128 + its number; the trainer handles its own during training.
         with signals.GracefulStop(at_once=True):
             _hydra_main()
-    except KeyboardInterrupt as e:
+    except (SystemExit, KeyboardInterrupt) as e:
+        code = e.code if isinstance(e, SystemExit) else exit_code(e, 130)
+        if isinstance(code, int) and code > 128 and continuation.current:  # an interrupted sweep
+            print(f"mlptrain: sweep interrupted; continue it with: {continuation.current[0]}", file=sys.stderr)
+        if isinstance(e, SystemExit):
+            raise
         print(f"mlptrain: {printable(str(e) or 'interrupted')}", file=sys.stderr)
-        sys.exit(exit_code(e, 130))
+        sys.exit(code)
     finally:
         shutdown()
     failed = sweep.failed_jobs  # this sweep's failed jobs, in this process or others (joblib, submitit)
