@@ -107,6 +107,14 @@ def test_optuna_search_optimises_the_returned_objective(tmp_path):
     md = (d / "summary.md").read_text()
     assert "3 job(s): 3 completed" in md and "Objective: val/loss (min)" in md
 
+    # Continued with more trials: the seeded sampler asks the same 3 again (skipped, untouched), then a 4th.
+    done = {p: p.stat().st_mtime_ns for p in d.glob("[012]_*/**/*") if p.is_file()}
+    more = [a.replace("n_trials=3", "n_trials=4") for a in r.args[3:]]
+    again = mlptrain(*more, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (again.stdout + again.stderr).count("finished before: skipped") == 3
+    assert {p: p.stat().st_mtime_ns for p in done} == done and len(job_metrics(d)) == 4
+
 
 def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")

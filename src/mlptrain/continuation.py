@@ -38,6 +38,7 @@ EXECUTION_KEYS = (
     "dataset.data_dir",
 )
 RECORD = "multirun.yaml"  # Hydra writes the sweep's config (its overrides included) there before any job
+N_TRIALS = "hydra.sweeper.n_trials"
 # The command that continues the sweep this process runs (set when it starts): printed if it is interrupted.
 current: list[str] = []
 
@@ -51,7 +52,8 @@ def identity(task: list[str], hydra: list[str]) -> list[str]:
     """What makes a sweep this sweep: its task overrides (execution-only ones left out) and its
     sweeper settings, in their order (which numbers the jobs)."""
     kept = [o for o in task if _key(o) not in EXECUTION_KEYS]
-    sweeper = [o for o in hydra if _key(o).startswith(("hydra.sweeper", "hydra/sweeper"))]
+    # n_trials may grow: a seeded Optuna search asks the same trials again, then new ones
+    sweeper = [o for o in hydra if _key(o).startswith(("hydra.sweeper", "hydra/sweeper")) and _key(o) != N_TRIALS]
     return kept + sweeper
 
 

@@ -346,6 +346,11 @@ class SweepSummary(Callback):
             print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
         continuation.current[:] = [continuation.continue_command(sweep_dir, overrides.task, overrides.hydra)]
+        if not (sweep_dir / continuation.RECORD).is_file():  # the basic sweeper writes it, Optuna's does not
+            from omegaconf import OmegaConf
+
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            write_text(sweep_dir / continuation.RECORD, OmegaConf.to_yaml(config), "sweep record")
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.core.utils import JobStatus
