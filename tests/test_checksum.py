@@ -4,7 +4,6 @@ back to the newest intact checkpoint (best.pt) and says so."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, call, mlptrain
+from conftest import TINY, call
 from mlptrain import checkpoint
 from mlptrain.errors import CheckpointError
 from mlptrain.evaluate import eval_main
@@ -35,11 +34,11 @@ def flip_tensor_bytes(path: Path, entry: str = "data/0") -> None:
     checkpoint.load(path, mmap=True)  # still a loadable file: only its numbers changed
 
 
-def fit(make_cfg, out: Path, *args: str) -> None:
-    """A tiny in-process run that a subprocess can resume (its overrides are in its checkpoints)."""
+def fit(make_cfg, out: Path, *args: str) -> dict:
+    """A tiny in-process run, with its overrides in its checkpoints as the command line puts them."""
     from mlptrain.cli import run
 
-    run(make_cfg(*TINY, *args), out, overrides=[*TINY, *args])
+    return run(make_cfg(*TINY, *args), out, overrides=[*TINY, *args])
 
 
 def test_a_checksum_is_written_and_checked(train, tmp_path):
@@ -63,20 +62,19 @@ def test_eval_of_a_corrupt_checkpoint_is_one_line(train, tmp_path):
     assert err == f"mlptrain-eval: error: {run / 'best.pt'} is corrupt: {MISMATCH}\n"
 
 
-def test_a_resume_with_a_corrupt_last_pt_falls_back_to_best_pt(make_cfg, tmp_path):
+def test_a_resume_with_a_corrupt_last_pt_falls_back_to_best_pt(make_cfg, tmp_path, caplog):
     """Epoch 2 does not improve on epoch 1 (lr 1e-12), so best.pt (epoch 1) and last.pt (epoch 2) are two
     files; last.pt corrupt, the resume continues from best.pt, trains epochs 2-3 again, and says so."""
     run = tmp_path / "run"
-    fit(make_cfg, run, "trainer.epochs=2", "scheduler=none", "optim.lr=1e-12")
+    args = ["trainer.epochs=2", "scheduler=none", "optim.lr=1e-12"]
+    fit(make_cfg, run, *args)
     assert checkpoint.load(run / "best.pt")["epoch"] == 1 and checkpoint.load(run / "last.pt")["epoch"] == 2
     flip_tensor_bytes(run / "last.pt")
-    r = mlptrain(f"trainer.resume={run}", "trainer.epochs=3", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    with caplog.at_level("WARNING", logger="mlptrain"):
+        metrics = fit(make_cfg, run, *args, "trainer.epochs=3", f"trainer.resume={run}")
     assert (
-        f"{run / 'last.pt'} is corrupt: its contents do not match the checksum written with it; resuming from "
-        f"{run / 'best.pt'} instead (epoch 1, step 1)"
-    ) in r.stdout
-    metrics = json.loads((run / "metrics.json").read_text())
+        f"{run / 'last.pt'} is corrupt: {MISMATCH}; resuming from {run / 'best.pt'} instead (epoch 1, step 1)"
+    ) in caplog.text
     assert metrics["status"] == "completed" and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert checkpoint.load(run / "last.pt")["epoch"] == 3  # a whole new last.pt
 
@@ -87,12 +85,9 @@ def test_no_intact_checkpoint_is_one_line_and_blames_no_learning_rate(make_cfg, 
     run = tmp_path / "run"
     fit(make_cfg, run)
     flip_tensor_bytes(run / "last.pt")
-    r = mlptrain(f"trainer.resume={run}", "trainer.epochs=2", cwd=tmp_path)
-    assert r.returncode == 2
-    assert r.stderr == (
-        f"mlptrain: error: {run / 'last.pt'} is corrupt: its contents do not match the checksum written with it; "
-        "no intact checkpoint beside it to resume from\n"
-    )
+    with pytest.raises(CheckpointError) as e:
+        fit(make_cfg, run, "trainer.epochs=2", f"trainer.resume={run}")
+    assert str(e.value) == f"{run / 'last.pt'} is corrupt: {MISMATCH}; no intact checkpoint beside it to resume from"
 
     import torch
 
