@@ -36,6 +36,7 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
         ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; did you mean trainer.epochs? valid keys: epochs"),
         ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
+        ("+optim.nesterov=1", "optim.nesterov: expected true or false, got 1"),
         ("optim.nosuch=2", "optim.nosuch: unknown key; valid keys in optim (optim=sgd): _target_, _partial_, lr"),
     ],
 )

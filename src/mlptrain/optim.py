@@ -54,6 +54,9 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         if key not in accepted:
             valid = ", ".join(k for k in accepted if k != "params")
             raise ConfigError(f"optim.{key}: not an argument of {cls.__name__}; valid keys: {valid}")
+        # a flag given as a number (optim.amsgrad=0) would reach torch's fused kernels and fail with a traceback
+        if isinstance(accepted[key].default, bool) and not isinstance(cfg.kwargs[key], bool):
+            raise ConfigError(f"optim.{key}: expected true or false, got {cfg.kwargs[key]!r}")
     kwargs = dict(cfg.kwargs)
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])
