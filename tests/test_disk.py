@@ -15,7 +15,13 @@ from conftest import TINY, mlptrain
 from mlptrain import checkpoint, files
 from mlptrain.checkpoint import CheckpointError
 
-BIG = ["trainer.epochs=2", "dataset.n_samples=120", "model.hidden=[128,128]", "trainer.progress=none"]
+BIG = [
+    "trainer.epochs=2",
+    "trainer.batch_size=128",
+    "dataset.n_samples=120",
+    "model.hidden=[128,128]",
+    "trainer.progress=none",
+]
 
 
 def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path):
