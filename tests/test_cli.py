@@ -33,7 +33,7 @@ def test_help_lists_every_group_and_option(tmp_path):
         ("model.dropout=1.0", "model.dropout: must be in [0, 1)"),
         ("model.hidden=[]", "model.hidden: an mlp needs at least one hidden size"),
         ("model.hidden=[8,-2]", "model.hidden: sizes must be positive integers"),
-        ("trainer.epochs=many", "trainer.epochs: Value 'many' of type 'str' could not be converted to Integer"),
+        ("trainer.epochs=many", "trainer.epochs: must be an integer or auto, got 'many'"),
         ("+trainer.epoch=3", "trainer.epoch: unknown key 'epoch'; did you mean trainer.epochs? valid keys: epochs"),
         ("optim.momentum=2", "optim.momentum: must be in [0, 1)"),
         ("+optim.nesterov=1", "optim.nesterov: expected true or false, got 1"),

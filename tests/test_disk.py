@@ -16,7 +16,14 @@ from mlptrain import checkpoint, files
 from mlptrain.checkpoint import CheckpointError
 
 # scheduler=step: a per-epoch schedule, which a resume may extend (cosine spans the run: a longer resume is refused)
-BIG = ["trainer.epochs=2", "dataset.n_samples=120", "model.hidden=[128,128]", "trainer.progress=none", "scheduler=step"]
+BIG = [
+    "trainer.epochs=2",
+    "trainer.batch_size=128",
+    "dataset.n_samples=120",
+    "model.hidden=[128,128]",
+    "trainer.progress=none",
+    "scheduler=step",
+]
 
 
 def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path):

@@ -306,7 +306,7 @@ def _pids_writing_under(folder: Path) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="finds the job processes through /proc")
 def test_submitit_local_sweep_requeued_job_resumes_on_the_same_curve(tmp_path, train):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    common = [*TINY, "trainer.epochs=20", "trainer.device=cpu"]
+    common = [*TINY, "trainer.epochs=20", "trainer.device=cpu", "trainer.checkpoint_interval_s=0"]  # one per epoch
     with _started(
         "-m",
         "hydra/launcher=submitit_local",

@@ -103,7 +103,10 @@ class Checkpoints:
         """What ``save`` would write now, copied, to be written later (``save(..., payload=)``); rank 0 only."""
         if not self.p.dist.is_main:
             return None
-        return copy.deepcopy(self._payload(state, best_weights, None))
+        body = self._payload(state, best_weights, None)
+        # the live state is copied; the run's description (config, data, versions) does not change
+        live = ("model", "optimizer", "scheduler", "scaler", "rng", "best_model", "best", "early_stopping")
+        return {**body, **copy.deepcopy({k: body[k] for k in live}), "history": list(body["history"])}
 
     def save(
         self,
