@@ -16,8 +16,9 @@ Called by the trainer at epoch end, never inside the step loop, and written to t
 
 Frequencies: ``N > 0`` every N epochs and after the last; ``0`` (the default) only after the last
 epoch (histograms: also before the first); ``-1`` never.  The gradient norms and dead-ReLU fractions
-are scalars, logged before training and after *every* epoch whenever histograms are on (a curve,
-not two points: benchmarks/diagnostics_cost.py measures what that costs); the histograms
+are scalars, logged before training and about :data:`SCALAR_POINTS` times a run (every epoch of a
+run of up to 10 epochs) whenever histograms are on: a curve, not two points, at a few percent of the
+run (benchmarks/diagnostics_cost.py); the histograms
 themselves (``weights/*``: each layer's weights, their gradients and its activations, a group that
 sorts after ``train`` and ``val``) follow ``trainer.histogram_every_n_epochs``.
 """
@@ -36,6 +37,7 @@ from mlptrain.model import ACTIVATIONS
 log = logging.getLogger("mlptrain")
 
 SAMPLE_ROWS = 1024  # rows of the training split used for gradients and activations
+SCALAR_POINTS = 10  # grad_norm/dead_relu points a run (benchmarks/diagnostics_cost.py: ~4% of a default run)
 
 
 def layer_names(model: nn.Module) -> dict[nn.Module, str]:
@@ -97,7 +99,9 @@ class Diagnostics:
         self.evaluated = evaluated
         if self.hist_every >= 0:
             hist = _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done
-            scalars = ("scalars", epoch) not in self.done  # once a step (the last epoch is called twice)
+            # about SCALAR_POINTS points a run (every epoch up to that many epochs): a curve, at a few % of it
+            every = max(1, self.t.max_epochs // SCALAR_POINTS)
+            scalars = _due(every, epoch, last or epoch == 0) and ("scalars", epoch) not in self.done
             if hist or scalars:
                 self.done.add(("scalars", epoch))
                 if hist:

@@ -441,7 +441,7 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
     span = hi - lo
     if not math.isfinite(span) or span <= 0:
-        return [lo]
+        return [lo] if math.isfinite(lo) else []  # (a diverged model's NaN plot: no ticks)
     raw = span / max(1, n)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
