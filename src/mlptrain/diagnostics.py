@@ -101,7 +101,10 @@ class Diagnostics:
             hist = _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done
             # about SCALAR_POINTS points a run (every epoch up to that many epochs): a curve, at a few % of it
             every = max(1, self.t.max_epochs // SCALAR_POINTS)
-            scalars = _due(every, epoch, last or epoch == 0) and ("scalars", epoch) not in self.done
+            # logged by the epoch's own call, before its checkpoint (the final epoch's too), never by the call
+            # after training: a run killed at its end and resumed then logs them once
+            boundary = epoch == 0 or epoch >= self.t.max_epochs
+            scalars = not last and _due(every, epoch, boundary) and ("scalars", epoch) not in self.done
             if hist or scalars:
                 self.done.add(("scalars", epoch))
                 if hist:
