@@ -67,7 +67,8 @@ class TensorBoard:
             try:
                 rec = json.loads((Path(out_dir) / hp.RECORD).read_text(encoding="utf-8"))
                 tb.hparams, tb.metric_tags = dict(rec["hparams"]), list(rec["metrics"])
-                tb.duplicate, tb._decided = rec.get("duplicate"), "duplicate" in rec
+                tb.duplicate = rec.get("duplicate")
+                tb._decided = tb.duplicate is not None  # else the first epoch row after the resume decides
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         return tb
