@@ -1,9 +1,12 @@
 """What TensorBoard pictures and histograms cost, next to the training epoch they follow.
 
 For a few representative runs, times (medians of --repeats) one training epoch, one round of
-pictures (``trainer.image_every_n_epochs``) and one round of the look inside the network
-(``trainer.histogram_every_n_epochs``), and prints each as a ratio of the epoch time, plus the
-overhead those add to a whole run's training time at the configured (or --every) frequency.
+pictures (``trainer.image_every_n_epochs``), one round of the look inside the network with its
+histograms (``trainer.histogram_every_n_epochs``) and one without them (the grad-norm and dead-ReLU
+scalars, logged every epoch), and prints each as a ratio of the epoch time, plus the overhead those
+add to a whole run's training time at the configured (or --every) frequency: ``scalars at 2`` as
+before (the scalars with the histograms only), ``now`` with the scalars about 10 times a run, and the seconds that adds
+per run and per 8-job sweep (8 such runs).
 
     python benchmarks/diagnostics_cost.py [--threads 1] [--repeats 5] [--every N]
 """
@@ -101,7 +104,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")
     print(
-        f"{'case':28} {'epoch s':>8} {'pictures s':>11} {'ratio':>6} {'inside s':>9} {'ratio':>6} {'run overhead':>13}"
+        f"{'case':28} {'epoch s':>8} {'pictures s':>11} {'ratio':>6} {'inside s':>9} {'ratio':>6} {'scalars s':>10}"
+        f" {'ratio':>6} {'scalars at 2':>13} {'now':>12} {'s/run':>7} {'s/8 jobs':>9}"
     )
     for name, overrides in CASES.items():
         with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
@@ -116,18 +120,25 @@ def main() -> None:
             epoch = median_time(lambda: trainer.train_epoch(progress), args.repeats)
             pictures = median_time(lambda: diag.pictures(1), args.repeats)
             inside = median_time(lambda: diag.inside(1), args.repeats)
+            scalars = median_time(lambda: diag.inside(1, histograms=False), args.repeats)
             tb.close()
         t = run.trainer
         every_pic = args.every if args.every is not None else t.image_every_n_epochs
         every_in = args.every if args.every is not None else t.histogram_every_n_epochs
         # Whole-run cost: pictures at each due epoch plus the test split's (counted as a full round),
         # the look inside at each due epoch plus once before training.
-        overhead = (rounds(every_pic, t.epochs, 1) * pictures + rounds(every_in, t.epochs, 1) * inside) / (
-            t.epochs * epoch
-        )
+        pics = rounds(every_pic, t.epochs, 1) * pictures
+        hist = rounds(every_in, t.epochs, 1)
+        before = (pics + hist * inside) / (t.epochs * epoch)
+        from mlptrain.diagnostics import SCALAR_POINTS
+
+        scalar_rounds = rounds(max(1, t.epochs // SCALAR_POINTS), t.epochs, 1) if every_in >= 0 else 0
+        added = max(0, scalar_rounds - hist) * scalars  # the scalars' rounds without histograms
+        after = (pics + hist * inside + added) / (t.epochs * epoch)
         print(
             f"{name:28} {epoch:8.4f} {pictures:11.4f} {pictures / epoch:6.2f} {inside:9.4f} "
-            f"{inside / epoch:6.2f} {overhead:12.1%}"
+            f"{inside / epoch:6.2f} {scalars:10.4f} {scalars / epoch:6.2f} {before:12.1%} {after:11.1%}"
+            f" {added:7.3f} {8 * added:9.3f}"
         )
 
 

@@ -14,8 +14,13 @@ Called by the trainer at epoch end, never inside the step loop, and written to t
   ``.grad`` alone and eval mode draws no random numbers, so the run's numbers are the same
   with or without this.
 
-Frequencies: ``N > 0`` every N epochs and after the last; ``0`` (the default, about one
-epoch's cost per run) only after the last epoch (histograms: also before the first); ``-1`` never.
+Frequencies: ``N > 0`` every N epochs and after the last; ``0`` (the default) only after the last
+epoch (histograms: also before the first); ``-1`` never.  The gradient norms and dead-ReLU fractions
+are scalars, logged before training and about :data:`SCALAR_POINTS` times a run (every epoch of a
+run of up to 10 epochs) whenever histograms are on: a curve, not two points, at a few percent of the
+run (benchmarks/diagnostics_cost.py); the histograms
+themselves (``weights/*``: each layer's weights, their gradients and its activations, a group that
+sorts after ``train`` and ``val``) follow ``trainer.histogram_every_n_epochs``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from mlptrain.model import ACTIVATIONS
 log = logging.getLogger("mlptrain")
 
 SAMPLE_ROWS = 1024  # rows of the training split used for gradients and activations
+SCALAR_POINTS = 10  # grad_norm/dead_relu points a run (benchmarks/diagnostics_cost.py: ~4% of a default run)
 
 
 def layer_names(model: nn.Module) -> dict[nn.Module, str]:
@@ -91,9 +97,19 @@ class Diagnostics:
         ``evaluated``: (inputs, outputs) of the validation split the loop has just evaluated."""
         t0 = time.perf_counter()
         self.evaluated = evaluated
-        if _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done:
-            self.done.add(("hist", epoch))
-            self.inside(epoch)
+        if self.hist_every >= 0:
+            hist = _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done
+            # about SCALAR_POINTS points a run (every epoch up to that many epochs): a curve, at a few % of it
+            every = max(1, self.t.max_epochs // SCALAR_POINTS)
+            # logged by the epoch's own call, before its checkpoint (the final epoch's too), never by the call
+            # after training: a run killed at its end and resumed then logs them once
+            boundary = epoch == 0 or epoch >= self.t.max_epochs
+            scalars = not last and _due(every, epoch, boundary) and ("scalars", epoch) not in self.done
+            if hist or scalars:
+                self.done.add(("scalars", epoch))
+                if hist:
+                    self.done.add(("hist", epoch))
+                self.inside(epoch, histograms=hist, scalars=scalars)
         if epoch > 0 and _due(self.image_every, epoch, last) and ("img", epoch) not in self.done:
             self.done.add(("img", epoch))
             self.pictures(epoch)
@@ -128,9 +144,8 @@ class Diagnostics:
         task, data = self.t.task, self.t.data
         if self.classification and self.in_features == 2:
             k = len(data.class_names)
-            img = images.decision_boundary(
-                lambda p: task.probabilities(self.outputs(p)).cpu(), data.x_train, data.y_train, k
-            )
+            proba = lambda p: task.probabilities(self.outputs(p)).cpu()  # noqa: E731
+            img = images.decision_boundary(proba, data.x_train, data.y_train, k, names=data.class_names)
             self.logger.image("images/decision_boundary", img, step)
         if not self.classification and self.in_features == 1:
             img = images.regression_fit(lambda p: task.mean_and_std(self.outputs(p)), data.x_train, data.y_train)
@@ -144,7 +159,7 @@ class Diagnostics:
         y = y.cpu()
         k = p.shape[1]
         cm = images.confusion_matrix(y, pred, k)
-        self.logger.image(f"{split}/confusion_matrix", images.confusion_image(cm), step)
+        self.logger.image(f"{split}/confusion_matrix", images.confusion_image(cm, self.t.data.class_names), step)
         if not self.images_of_inputs:
             return
         grid, rows = images.misclassified_grid(x, y, pred, conf, self.t.meta["input_shape"])
@@ -157,8 +172,10 @@ class Diagnostics:
         self.logger.text(f"{split}/misclassified", "\n".join(lines), step)
 
     # --------------------------------------------------------------------------- inside the network
-    def inside(self, step: int) -> None:
-        model, task = self.model, self.t.task
+    def inside(self, step: int, histograms: bool = True, scalars: bool = True) -> None:
+        """Gradient norms and dead ReLUs as scalars; with ``histograms``, the weights', gradients' and
+        activations' histograms too."""
+        model, task, want_scalars = self.model, self.t.task, scalars
         acts: dict[str, torch.Tensor] = {}
 
         def keep(name):
@@ -167,10 +184,11 @@ class Diagnostics:
 
             return hook
 
+        relu = self.t.run.model.activation == "relu"
         handles = [
             m.register_forward_hook(keep(n))
             for m, n in self.names.items()
-            if isinstance(m, tuple(ACTIVATIONS.values()))
+            if isinstance(m, tuple(ACTIVATIONS.values())) and (histograms or relu)
         ]
         was_training = model.training
         model.eval()
@@ -189,19 +207,21 @@ class Diagnostics:
             layer = by_module.get(id(p))
             if layer is None:
                 continue
-            tag = f"{layer}.{pname.rsplit('.', 1)[-1]}"
-            self.logger.histogram(f"weights/{tag}", p, step)
+            tag = f"weights/{layer}.{pname.rsplit('.', 1)[-1]}"
+            if histograms:
+                self.logger.histogram(tag, p, step)
             if g is not None:
-                self.logger.histogram(f"gradients/{tag}", g, step)
+                if histograms:
+                    self.logger.histogram(f"{tag}.grad", g, step)
                 norms[layer] = norms.get(layer, 0) + g.float().pow(2).sum()
         scalars = {f"grad_norm/{k}": v.sqrt() for k, v in norms.items()}
         if norms:
             scalars["grad_norm/total"] = torch.stack(list(norms.values())).sum().sqrt()
-        relu = self.t.run.model.activation == "relu"
         for name, a in acts.items():
-            self.logger.histogram(f"activations/{name}", a, step)
+            if histograms:
+                self.logger.histogram(f"weights/{name}.activations", a, step)
             if relu:  # a unit is dead when no input of the sample switches it on
                 scalars[f"dead_relu/{name}"] = (a.reshape(len(a), -1) <= 0).all(0).float().mean()
-        if scalars:
+        if scalars and want_scalars:
             values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one transfer
             self.logger.scalars(dict(zip(scalars, values)), step)

@@ -1,12 +1,12 @@
 """Pictures for TensorBoard, drawn with plain torch ops: tensors in, ``(3, H, W)`` floats in [0, 1] out.
 
-No plotting library: every picture is a few masks and index writes on a small
-canvas, so rendering costs milliseconds and adds no dependency.  Numbers (class
-indices, percentages) are stamped with a 3x5 pixel font.
+No plotting library: every plot is a few masks and index writes on a small canvas, and its axes,
+tick labels, titles, legends and colour scales are drawn with Pillow (:func:`framed`), so a picture
+costs milliseconds and adds no dependency.  The misclassified tiles' digits use a 3x5 pixel font.
 
 * :func:`decision_boundary` - predicted class over the plane, shaded by confidence,
   with the training points on top (the TensorFlow Playground picture);
-* :func:`confusion_image` - row-normalised confusion matrix (rows: true class);
+* :func:`confusion_image` - counts and row shares, true class by predicted class;
 * :func:`misclassified_grid` - the most confident mistakes of an image set;
 * :func:`regression_fit` - a 1-D fit with its +-2 sigma band.
 """
@@ -136,11 +136,14 @@ def decision_boundary(
     size: int = 256,
     resolution: int = 64,
     max_points: int = 1500,
+    names: list[str] | None = None,
+    frame: bool = True,
 ) -> torch.Tensor:
     """Predicted class over the plane of 2-D inputs, coloured by class and shaded by confidence.
 
     ``proba`` maps an ``(N, 2)`` float tensor of raw inputs to ``(N, K)`` class probabilities.
     White marks where the model is undecided (confidence at chance), full colour where it is sure.
+    ``frame``: with axes (x1, x2), ticks and a legend of the classes (``names``).
     """
     x = x.float().cpu()
     (x0, x1), (y0, y1) = _extent(x[:, 0], 0.08), _extent(x[:, 1], 0.08)
@@ -160,7 +163,13 @@ def decision_boundary(
     cols = ((pts[:, 0] - x0) / (x1 - x0) * (size - 1)).round().long()
     rows = ((y1 - pts[:, 1]) / (y1 - y0) * (size - 1)).round().long()
     draw_dots(img, rows, cols, colours[labels], radius=1.5)
-    return img.clamp(0, 1)
+    img = img.clamp(0, 1)
+    if not frame:
+        return img
+    names = names or [str(i) for i in range(n_classes)]
+    legend = [(_rgb(colours[i]), "dot", str(names[i])[:12]) for i in range(min(n_classes, 6))]
+    title = "predicted class (pale: unsure); dots: train split"
+    return framed(img, (x0, x1), (y0, y1), "x1", "x2", legend, title)
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -169,46 +178,81 @@ def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int)
     return torch.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
+def error_tint(rate: torch.Tensor) -> torch.Tensor:
+    """How strongly an off-diagonal cell is tinted: 0 for no error, else at least 0.25 (clearly pink,
+    however rare), rising with the square root of the rate (1% -> 0.33, 10% -> 0.49, 100% -> 1)."""
+    return torch.where(rate > 0, 0.25 + 0.75 * rate.clamp(0, 1).sqrt(), torch.zeros_like(rate))
+
+
 @torch.no_grad()
-def confusion_image(cm: torch.Tensor) -> torch.Tensor:
-    """Row-normalised confusion matrix: blue diagonal (recall), red off-diagonal (errors), with the
-    percentage in each cell and the class index along the top (predicted) and left (true) edges."""
+def confusion_image(cm: torch.Tensor, names: list[str] | None = None) -> torch.Tensor:
+    """Confusion matrix: rows the true class, columns the predicted one; each cell shows its count and
+    its share of the row.  The diagonal is blue by recall; any off-diagonal cell with an error is red
+    (:func:`error_tint`: visible even for one error in thousands); a colour scale on the right."""
+    from PIL import Image, ImageDraw
+
     k = cm.shape[0]
-    rate = cm.float() / cm.sum(1, keepdim=True).clamp_min(1)
-    cell = max(6, min(40, 480 // k))
-    scale = max(1, cell // 16)
-    label_w = text_size(str(k - 1), scale)[1] + 4 * scale
-    margin = max(label_w, 5 * scale + 4 * scale)
-    size = margin + k * cell
-    img = torch.ones(3, size, size)
+    counts = cm.long().cpu()
+    rate = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
+    cell = max(8, min(64, 640 // k))
+    f = font(max(8, min(13, cell // 4)))
+    names = [str(n) for n in (names or range(k))]
+    left, top, right, bottom = 84, 44, 120, 16
+    size = k * cell
+    canvas = Image.new("RGB", (left + size + right, top + size + bottom), "white")
+    d = ImageDraw.Draw(canvas)
     blue, red = torch.tensor([0.031, 0.318, 0.612]), torch.tensor([0.80, 0.10, 0.10])
-    tint = torch.where(torch.eye(k, dtype=torch.bool)[..., None], blue, red)  # (k, k, 3)
-    colour = 1 - rate[..., None] * (1 - tint)
+    diag = torch.eye(k, dtype=torch.bool)
+    strength = torch.where(diag, rate, error_tint(rate))
+    tint = torch.where(diag[..., None], blue, red)
+    colour = 1 - strength[..., None] * (1 - tint)
     body = colour.repeat_interleave(cell, 0).repeat_interleave(cell, 1).permute(2, 0, 1)
-    img[:, margin:, margin:] = body
-    grid = torch.arange(k + 1) * cell + margin
-    grid = grid.clamp(max=size - 1)
-    img[:, margin:, grid] = 0.8
-    img[:, grid, margin:] = 0.8
+    canvas.paste(to_pil(body), (left, top))
+    for i in range(k + 1):
+        d.line([left + i * cell, top, left + i * cell, top + size], fill=GRID)
+        d.line([left, top + i * cell, left + size, top + i * cell], fill=GRID)
+    two_lines = cell >= 34 and k <= 20
     for i in range(k):
-        label = str(i)
-        th, tw = text_size(label, scale)
-        centre = margin + i * cell + cell // 2
-        if cell >= th + 2:
-            draw_text(img, label, (margin - th) // 2, centre - tw // 2, DARK, scale)
-            draw_text(img, label, centre - th // 2, (margin - tw) // 2, DARK, scale)
-    h100, w100 = text_size("100", scale)
-    if cell >= w100 + 3:  # room for a percentage in every cell
-        rates = rate.tolist()
-        for i in range(k):
-            for j in range(k):
-                txt = str(int(round(100 * rates[i][j])))
-                th, tw = text_size(txt, scale)
-                ink = WHITE if rates[i][j] > 0.55 else DARK
-                draw_text(
-                    img, txt, margin + i * cell + (cell - th) // 2, margin + j * cell + (cell - tw) // 2, ink, scale
-                )
-    return img
+        for j in range(k):
+            n = int(counts[i, j])
+            if n == 0 and i != j:
+                continue
+            ink = (255, 255, 255) if strength[i, j] > 0.6 else INK
+            lines = [str(n)] + ([f"{100 * float(rate[i, j]):.1f}%"] if two_lines else [])
+            if text_width(d, lines[0], f) > cell - 2:
+                continue  # no room: the tint still shows it
+            y = top + i * cell + (cell - 13 * len(lines)) // 2
+            for line in lines:
+                d.text((left + j * cell + (cell - text_width(d, line, f)) // 2, y), line, fill=ink, font=f)
+                y += 13
+    step = max(1, -(-k // 20))  # at most ~20 class labels per axis
+    small = font(11)
+    for i in range(0, k, step):
+        label = names[i][:10]
+        c = left + i * cell + cell // 2
+        d.text((c - text_width(d, label, small) // 2, top - 16), label, fill=INK, font=small)
+        d.text((left - 6 - text_width(d, label, small), top + i * cell + cell // 2 - 7), label, fill=INK, font=small)
+    title = font(13)
+    d.text((left + (size - text_width(d, "predicted", title)) // 2, 4), "predicted", fill=INK, font=title)
+    ylabel = Image.new("RGB", (text_width(d, "true", title) + 4, 16), "white")
+    ImageDraw.Draw(ylabel).text((2, 0), "true", fill=INK, font=title)
+    ylabel = ylabel.rotate(90, expand=True)
+    canvas.paste(ylabel, (6, top + (size - ylabel.height) // 2))
+    # colour scales: errors (red, square-root) and recall (blue, linear), as a share of the row
+    bar_h = max(60, min(size - 20, 200))
+    for n, (name, fn, c) in enumerate([("errors", error_tint, red), ("correct", lambda r: r, blue)]):
+        x = left + size + 14 + n * 52
+        shares = torch.linspace(1, 0, bar_h)
+        col = 1 - fn(shares)[:, None] * (1 - c)
+        strip = col[:, None, :].expand(bar_h, 12, 3).permute(2, 0, 1)
+        canvas.paste(to_pil(strip), (x, top + 14))
+        d.rectangle([x - 1, top + 13, x + 12, top + 14 + bar_h], outline=INK)
+        d.text((x - 4, top - 2), name, fill=INK, font=small)
+        for share in (0.01, 0.1, 0.5, 1.0) if fn is error_tint else (0.0, 0.5, 1.0):
+            y = top + 14 + round((1 - share) * (bar_h - 1))
+            d.line([x + 12, y, x + 15, y], fill=INK)
+            d.text((x + 17, y - 6), f"{share:.0%}", fill=INK, font=font(9))
+    return from_pil(canvas)
 
 
 def as_images(x: torch.Tensor, input_shape) -> torch.Tensor:
@@ -296,10 +340,18 @@ def misclassified_grid(
 
 @torch.no_grad()
 def regression_fit(
-    predict, x: torch.Tensor, y: torch.Tensor, width: int = 400, height: int = 260, max_points: int = 2000
+    predict,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    width: int = 400,
+    height: int = 260,
+    max_points: int = 2000,
+    frame: bool = True,
+    split: str = "train",
 ) -> torch.Tensor:
     """A 1-D regression: data points, the predicted mean, and the mean +- 2 sigma band when the
-    head predicts a spread.  ``predict`` maps ``(N, 1)`` raw inputs to ``(mean (N,), std (N,) or None)``."""
+    head predicts a spread.  ``predict`` maps ``(N, 1)`` raw inputs to ``(mean (N,), std (N,) or None)``.
+    ``frame``: with axes (x, y), ticks and a legend naming the ``split`` the points come from."""
     x = x.float().reshape(len(x), -1)[:, 0].cpu()
     y = y.float().reshape(len(y), -1)[:, 0].cpu()
     x0, x1 = _extent(x, 0.03)
@@ -340,4 +392,121 @@ def regression_fit(
     top, bottom = torch.minimum(m, prev) - 1.0, torch.maximum(m, prev) + 1.0  # joined, 2-3 px thick
     line = (r >= top[None].floor()) & (r <= bottom[None].ceil())
     img[:, line] = torch.tensor([0.031, 0.318, 0.612])[:, None]
-    return img
+    if not frame:
+        return img
+    legend = [((140, 140, 140), "dot", f"{split} split"), ((8, 81, 156), "line", "predicted mean")]
+    if std is not None:
+        legend.append(((199, 219, 247), "box", "mean +- 2 sd"))
+    return framed(img, (x0, x1), (y0, y1), "x", "y", legend, "regression fit")
+
+
+# ----------------------------------------------------------------------------- axes, labels, scales
+# Text, ticks and legends are drawn with Pillow's ImageDraw and its bundled FreeType font (Pillow is
+# already installed with torchvision and TensorBoard, and writes these PNGs): a picture stays a few
+# milliseconds, against ~1 s to import a plotting library and tens of ms a figure (docs/loggers.md).
+INK = (40, 40, 40)
+GRID = (200, 200, 200)
+
+
+@functools.lru_cache(maxsize=8)
+def font(size: int = 12):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable sans
+    except TypeError:  # older Pillow: its small bitmap font
+        return ImageFont.load_default()
+
+
+def to_pil(img: torch.Tensor):
+    from PIL import Image
+
+    arr = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(arr)
+
+
+def from_pil(pil) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(pil.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+
+
+def _rgb(colour: torch.Tensor) -> tuple[int, int, int]:
+    return tuple(int(round(float(c) * 255)) for c in colour.clamp(0, 1))
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round tick values inside [lo, hi] (steps of 1, 2 or 5 times a power of ten)."""
+    import math
+
+    span = hi - lo
+    if not math.isfinite(span) or span <= 0:
+        return [lo] if math.isfinite(lo) else []  # (a diverged model's NaN plot: no ticks)
+    raw = span / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def tick_label(v: float) -> str:
+    return f"{v:.4g}" if v != 0 else "0"
+
+
+def text_width(draw, text: str, f) -> int:
+    box = draw.textbbox((0, 0), text, font=f)
+    return box[2] - box[0]
+
+
+def framed(
+    plot: torch.Tensor,
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    x_title: str,
+    y_title: str,
+    legend: list[tuple[tuple[int, int, int], str, str]] = (),
+    title: str = "",
+) -> torch.Tensor:
+    """``plot`` (3, H, W), whose pixels span ``x_range`` left to right and ``y_range`` bottom to top,
+    with tick labels, axis titles, a title and a legend (``(colour, kind, label)``, kind ``dot``,
+    ``line`` or ``box``) around it."""
+    from PIL import Image, ImageDraw
+
+    _, h, w = plot.shape
+    f, small = font(13), font(11)
+    left, right, top, bottom = 58, 12, 26 + (18 if legend else 0), 44
+    canvas = Image.new("RGB", (left + w + right, top + h + bottom), "white")
+    canvas.paste(to_pil(plot), (left, top))
+    d = ImageDraw.Draw(canvas)
+    d.rectangle([left - 1, top - 1, left + w, top + h], outline=INK)
+    (x0, x1), (y0, y1) = x_range, y_range
+    for v in nice_ticks(x0, x1):
+        px = left + round((v - x0) / (x1 - x0) * (w - 1))
+        d.line([px, top + h, px, top + h + 4], fill=INK)
+        label = tick_label(v)
+        d.text((px - text_width(d, label, small) // 2, top + h + 6), label, fill=INK, font=small)
+    for v in nice_ticks(y0, y1):
+        py = top + round((y1 - v) / (y1 - y0) * (h - 1))
+        d.line([left - 5, py, left - 1, py], fill=INK)
+        label = tick_label(v)
+        d.text((left - 7 - text_width(d, label, small), py - 7), label, fill=INK, font=small)
+    d.text((left + (w - text_width(d, x_title, f)) // 2, top + h + 24), x_title, fill=INK, font=f)
+    ylabel = Image.new("RGB", (text_width(d, y_title, f) + 4, 16), "white")
+    ImageDraw.Draw(ylabel).text((2, 0), y_title, fill=INK, font=f)
+    ylabel = ylabel.rotate(90, expand=True)
+    canvas.paste(ylabel, (4, top + (h - ylabel.height) // 2))
+    if title:
+        d.text((left, 5), title, fill=INK, font=f)
+    x = left
+    for colour, kind, label in legend:
+        y = top - 15
+        if kind == "dot":
+            d.ellipse([x, y + 2, x + 8, y + 10], fill=colour, outline=INK)
+        elif kind == "line":
+            d.line([x, y + 6, x + 14, y + 6], fill=colour, width=3)
+        else:
+            d.rectangle([x, y + 1, x + 12, y + 11], fill=colour)
+        x += 18 if kind != "line" else 20
+        d.text((x, y - 1), label, fill=INK, font=small)
+        x += text_width(d, label, small) + 14
+    return from_pil(canvas)

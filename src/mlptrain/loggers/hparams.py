@@ -158,9 +158,11 @@ def session_end():
     return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)])
 
 
-def record(run_dir: Path, hparams: dict, metrics: list[str]) -> None:
-    """Keep the run's values and metric tags beside its events, and rebuild the summaries above it."""
-    write_json(Path(run_dir) / RECORD, {"hparams": hparams, "metrics": list(metrics)}, RECORD)
+def record(run_dir: Path, hparams: dict, metrics: list[str], duplicate: str | None = None) -> None:
+    """Keep the run's values and metric tags (and which metric duplicates the loss, for a resume)
+    beside its events, and rebuild the summary above it."""
+    rec = {"hparams": hparams, "metrics": list(metrics), "duplicate": duplicate}
+    write_json(Path(run_dir) / RECORD, rec, RECORD)
     top = root(run_dir)
     if top is not None:
         write_experiment(top)

@@ -67,6 +67,8 @@ class TensorBoard:
             try:
                 rec = json.loads((Path(out_dir) / hp.RECORD).read_text(encoding="utf-8"))
                 tb.hparams, tb.metric_tags = dict(rec["hparams"]), list(rec["metrics"])
+                tb.duplicate = rec.get("duplicate")
+                tb._decided = tb.duplicate is not None  # else the first epoch row after the resume decides
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         return tb
@@ -78,6 +80,8 @@ class TensorBoard:
             loss, nll = row.get("val/loss"), row.get("val/nll")
             if loss is not None and nll is not None and math.isclose(loss, nll, rel_tol=1e-6, abs_tol=1e-9):
                 self.duplicate = "loss" if _monitor(self.metric_tags) == "nll" else "nll"
+            if self.hparams or self.metric_tags:
+                hp.record(self.log_dir, self.hparams, self.metric_tags, self.duplicate)
         skip = set()
         if self.duplicate:  # train/ has a loss and no nll: its loss is no duplicate
             other = "loss" if self.duplicate == "nll" else "nll"
@@ -147,7 +151,7 @@ class TensorBoard:
         if drop in self.metric_tags:
             self.metric_tags = [t for t in self.metric_tags if t != drop]
         if self.hparams or self.metric_tags:  # (a resumed run without its record keeps none)
-            hp.record(self.log_dir, self.hparams, self.metric_tags)
+            hp.record(self.log_dir, self.hparams, self.metric_tags, self.duplicate)
 
     def flush(self) -> None:
         self.writer.flush()
