@@ -221,3 +221,60 @@ def test_the_command_answers_fuzzed_input_in_one_line(tmp_path, override):
     assert r.returncode in (1, 2), (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlptrain: error: ") and "Traceback" not in r.stdout, r.stderr
+
+
+# ----------------------------------------------------------------------------- malformed CSV files
+CSV_CELLS = st.one_of(
+    st.sampled_from(["1", "-2.5", "0", "x", "red", "", " ", "NA", "1e400", "3e39", "inf", "nan", "1,234.5", "3,14"]),
+    st.sampled_from(['"', '"x', 'x"', '"a""b"', '"a,b"', '"two\nlines"', "a;b", "\t", '"1 234,5"']),
+    st.text(alphabet='ab1.,;"\n ', max_size=4),
+)
+
+
+@st.composite
+def csv_files(draw) -> str:
+    width = draw(st.integers(1, 4))
+    header = ",".join(f"c{j}" for j in range(width))
+    rows = draw(
+        st.lists(
+            st.one_of(st.just([]), st.lists(CSV_CELLS, min_size=width, max_size=width + 1)), min_size=1, max_size=12
+        )
+    )
+    return "\n".join([header, *(",".join(r) for r in rows)]) + draw(st.sampled_from(["\n", ""]))
+
+
+@settings(
+    max_examples=int(os.environ.get("MLPTRAIN_FUZZ_EXAMPLES", 60)),
+    deadline=None,
+    derandomize="MLPTRAIN_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(text=csv_files())
+def test_every_line_of_a_malformed_csv_is_a_row_a_counted_skip_or_a_one_line_refusal(text, tmp_path_factory):
+    from mlptrain.data.csv_reader import RawTable
+
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        raw = RawTable(str(path), "dataset.path", ",")
+    except DataError as e:
+        msg = str(e)
+        event("refused")
+        assert msg.startswith("dataset.path: ") and "\n" not in msg.replace("\\n", ""), msg
+        return
+    event("read")
+    n_lines = len(text.splitlines()) if text.endswith("\n") or not text else len(text.split("\n"))
+    starts, blank = list(raw.lines), set(raw.blank_lines)
+    multiline = set(raw.multiline_rows)
+    assert not set(starts) & blank
+    owner = None  # every physical line after the header: a row's start, a blank line, or inside a multi-line row
+    for line in range(2, n_lines + 1):
+        if line in blank:
+            owner = None
+        elif line in starts:
+            owner = line
+        else:
+            assert owner in multiline, (line, text)
+    for name, col in raw.columns.items():
+        assert len(col) == len(starts), name

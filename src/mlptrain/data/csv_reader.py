@@ -91,7 +91,11 @@ class Column(Sequence):
         # that are not all plain numbers), "values" (only cells that are not numbers).
         self.spellings = spellings
         self.nums = array("d")
-        self.codes: array | None = None  # allocated when the first text is kept
+        self.codes: array | None = None  # present when some cell kept its text
+        # While reading, one array per chunk, joined once at the end: growing one array chunk by chunk
+        # reallocates it over and over, and the holes that leaves cost as much resident memory as the data.
+        self._nums: list[array] = []
+        self._codes: list[array | None] = []
         self.texts: list[str] = []
         self._index: dict[str, int] = {}
         self.int_spelled = True  # every number so far spelled as an integer: "3", not "3.0"
@@ -146,16 +150,13 @@ class Column(Sequence):
                     else:  # "2.000": ambiguous until the column's format is known, so its spelling is kept
                         values = None
                 if values is not None:
-                    self.nums.extend(values)
-                    if self.codes is not None:
-                        self.codes.extend(array("i", [-1]) * len(values))
+                    self._nums.append(array("d", values))
+                    self._codes.append(None)
                     return
         self._add_slowly(cells, first_row)
 
     def _add_slowly(self, cells: Sequence[str], first_row: int) -> None:
         """A chunk with a cell that is not a plain number: parsed once per distinct text."""
-        if self.codes is None:
-            self.codes = array("i", [-1]) * len(self.nums)
         stripped = list(map(str.strip, cells))
         value_of: dict[str, float] = {}
         for text in set(stripped):
@@ -191,8 +192,8 @@ class Column(Sequence):
         if self.spellings in ("all", "bounded") or (self.spellings == "auto" and n_numbers * 2 <= len(values)):
             code_of.update((t, self._code(t)) for t in numbers)
         code_of.update((t, self._code(t)) for t in others)
-        self.nums.extend(values)
-        self.codes.extend(array("i", map(code_of.__getitem__, stripped)))
+        self._nums.append(array("d", values))
+        self._codes.append(array("i", map(code_of.__getitem__, stripped)))
         if self.spellings == "bounded" and len(self.texts) > SPELLINGS_KEPT:
             self._forget_number_spellings()
 
@@ -201,20 +202,35 @@ class Column(Sequence):
         old = self.texts
         self.texts, self._index, self.spellings = [], {}, "values"
         remap = [-1 if _is_number(t) else self._code(t) for t in old]
-        codes = self.codes
-        for i, c in enumerate(codes):
-            if c >= 0:
-                codes[i] = remap[c]
+        for codes in self._codes:
+            for i, c in enumerate(codes or ()):
+                if c >= 0:
+                    codes[i] = remap[c]
 
     # -- after the last row
     def finish(self, delimiter: str) -> Column | TextColumn:
         """Read the cells that are numbers under a thousands-separator or decimal-comma format; a column
         whose every cell kept its text becomes a :class:`TextColumn`."""
+        self._join()
         if self.spellings != "all" and self.codes is not None:
             self._read_number_format(delimiter)
         if self.codes is not None and (not len(self.codes) or min(self.codes) >= 0):
             return TextColumn(self)
         return self
+
+    def _join(self) -> None:
+        n = sum(map(len, self._nums))
+        self.nums = array("d", [0.0]) * n if n else array("d")
+        if any(c is not None for c in self._codes):
+            self.codes = array("i", [-1]) * n if n else array("i")
+        start = 0
+        for nums, codes in zip(self._nums, self._codes):
+            end = start + len(nums)
+            self.nums[start:end] = nums
+            if codes is not None:
+                self.codes[start:end] = codes
+            start = end
+        self._nums, self._codes = [], []
 
     def _read_number_format(self, delimiter: str) -> None:
         others = {t for t in self.texts if any(ch.isdigit() for ch in t) and not _is_number(t)}

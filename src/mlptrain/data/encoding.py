@@ -65,6 +65,21 @@ class Numbers(Sequence):
         return super().count(value)
 
 
+class Positions(Sequence):
+    """Row positions held as one int64 tensor (a text column's every cell may be one)."""
+
+    def __init__(self, rows: torch.Tensor):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.rows[i].tolist()
+        return int(self.rows[i])
+
+
 def present_numbers(parsed: Sequence[float | None], rows: Sequence[int]) -> list[float]:
     """The numbers (not the missing cells) of ``parsed`` at ``rows``, in order."""
     if isinstance(parsed, Numbers):
@@ -88,7 +103,7 @@ class Cells:
 
     def parse(
         self, values: Sequence[str], number_format: str | None = None
-    ) -> tuple[Sequence[float | None], list[int]]:
+    ) -> tuple[Sequence[float | None], Sequence[int]]:
         """A column's numbers (None for a missing cell) and the positions of cells that are neither.
         ``number_format``: how the training file wrote numbers with separators (``csv_reader.DOT_DECIMAL``,
         ``COMMA_DECIMAL``), for new rows; a :class:`Column` was read under its own format."""
@@ -117,7 +132,7 @@ class Cells:
                 bad.append(i)
         return out, bad
 
-    def _parse_column(self, column: Column | TextColumn) -> tuple[Numbers, list[int]]:
+    def _parse_column(self, column: Column | TextColumn) -> tuple[Numbers, Sequence[int]]:
         values = column.values()
         if self.na_numbers:  # numbers that mean "missing" (-999)
             t = torch.frombuffer(values, dtype=torch.float64) if len(values) else torch.zeros(0).double()
@@ -125,13 +140,13 @@ class Cells:
             if hit.any():
                 values = array("d", values) if isinstance(column, Column) else values  # not the column's own
                 torch.frombuffer(values, dtype=torch.float64)[hit] = math.nan
-        bad: list[int] = []
+        bad: Sequence[int] = []
         if column.codes is not None:
             na = self.na
             bad_codes = [k for k, t in enumerate(column.texts) if t.lower() not in na and not _finite(t)]
             if bad_codes:
                 codes = torch.frombuffer(column.codes, dtype=torch.int32)
-                bad = torch.isin(codes, torch.tensor(bad_codes, dtype=torch.int32)).nonzero()[:, 0].tolist()
+                bad = Positions(torch.isin(codes, torch.tensor(bad_codes, dtype=torch.int32)).nonzero()[:, 0])
         return Numbers(values), bad
 
     def numbers(self, values: Sequence[str], where, number_format: str | None = None) -> Sequence[float | None]:

@@ -184,6 +184,17 @@ def _targets(values: list[str], task: str, classes: list[str] | None, table: Tab
 
 
 # ----------------------------------------------------------------------------- the loader
+def _input_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of each column in float64, one column at a time (no float64 copy of the whole table)."""
+    if not len(x):
+        return x.double().mean(0), x.double().std(0)
+    mean, std = torch.empty(x.shape[1], dtype=torch.float64), torch.empty(x.shape[1], dtype=torch.float64)
+    for j in range(x.shape[1]):
+        col = x[:, j].double()
+        mean[j], std[j] = col.mean(), col.std()
+    return mean, std
+
+
 def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
     values = table.column(target, "dataset.target")
     bad = [i for i, v in enumerate(values) if cells.is_missing(v)]
@@ -255,6 +266,8 @@ def load_csv(cfg) -> DataBundle:
     x_main = encode_columns(
         preprocess, main.columns, main.where, {f: parsed for f, (_, parsed) in fitted.items() if parsed}
     )
+    main.columns.clear()  # encoded: the cells go before the splits are copied (the memory peak of a large table)
+    fitted.clear()
     if test:
         x_test = encode_columns(preprocess, test.columns, test.where)
         y_test = _targets(test.columns[target], task, classes, test, target)
@@ -265,10 +278,12 @@ def load_csv(cfg) -> DataBundle:
     numeric = torch.tensor(
         [c["kind"] == "numeric" for c in columns for _ in range(1 if c["kind"] == "numeric" else len(c["categories"]))]
     )
-    x_train = x_main[tr]
+    x_train, x_val = x_main[tr], x_main[va]
+    del x_main
     # Numeric inputs are standardised with training-split statistics (inside the model); one-hot columns stay 0/1.
-    mean = torch.where(numeric, x_train.double().mean(0), 0.0).float()
-    std = x_train.double().std(0) if len(x_train) > 1 else torch.ones(len(names), dtype=torch.float64)
+    mean, std = _input_stats(x_train)
+    mean = torch.where(numeric, mean, 0.0).float()
+    std = std if len(x_train) > 1 else torch.ones(len(names), dtype=torch.float64)
     std = torch.where(numeric & (std > 1e-12), std, 1.0).float()
     n_cat = sum(c["kind"] == "categorical" for c in columns)
     log.info(
@@ -286,7 +301,7 @@ def load_csv(cfg) -> DataBundle:
         task=task,
         x_train=x_train,
         y_train=y_main[tr],
-        x_val=x_main[va],
+        x_val=x_val,
         y_val=y_main[va],
         x_test=x_test,
         y_test=y_test,
