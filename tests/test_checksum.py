@@ -66,7 +66,7 @@ def test_a_resume_with_a_corrupt_last_pt_falls_back_to_best_pt(make_cfg, tmp_pat
     """Epoch 2 does not improve on epoch 1 (lr 1e-12), so best.pt (epoch 1) and last.pt (epoch 2) are two
     files; last.pt corrupt, the resume continues from best.pt, trains epochs 2-3 again, and says so."""
     run = tmp_path / "run"
-    args = ["trainer.epochs=2", "scheduler=none", "optim.lr=1e-12"]
+    args = ["trainer.epochs=2", "trainer.batch_size=128", "scheduler=none", "optim.lr=1e-12"]
     fit(make_cfg, run, *args)
     assert checkpoint.load(run / "best.pt")["epoch"] == 1 and checkpoint.load(run / "last.pt")["epoch"] == 2
     flip_tensor_bytes(run / "last.pt")

@@ -151,7 +151,8 @@ def test_a_resume_that_cannot_cut_its_logs_back_is_one_line(make_cfg, tmp_path):
     from mlptrain import cli
 
     run_dir = tmp_path / "run"
-    cli.run(make_cfg(*TINY), run_dir, overrides=TINY)
+    step = [*TINY, "scheduler=step"]  # a per-epoch schedule, which a resume may extend
+    cli.run(make_cfg(*step), run_dir, overrides=step)
     (events,) = run_dir.glob("events.out.tfevents.*")
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     limit = 8192  # above Hydra's own files (.hydra/hydra.yaml), below the events kept by the cut

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.usefixtures("keep_threads")
 def fit(make_cfg, out, *args: str) -> dict:
     from mlptrain.cli import run
 
+    # scheduler=step: a per-epoch schedule, which a resume may extend (cosine's length is fixed)
+    args = ("scheduler=step", *args)
     return run(make_cfg(*TINY, *args), out, overrides=[*TINY, *args])
 
 

@@ -54,7 +54,7 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
     last = err.strip().splitlines()[-1]
     name = signal.Signals(signum).name
     assert last.startswith(f"mlptrain: interrupted by {name} after step ") and "; resume with: mlptrain " in last, err
-    (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
+    (run_dir,) = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]  # not the HParams summary
     saved = checkpoint.load(run_dir / "last.pt")
     assert f"after step {saved['step']};" in last and 53 <= saved["step"] < 10 * 53
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "interrupted"
@@ -71,7 +71,7 @@ def test_a_stop_signal_saves_and_prints_the_resume_command(tmp_path, signum, cod
         assert f"resumed from {run_dir} at {where}\n" in r.stdout  # the same point, numbered the same way
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["epochs"] == 10
-        assert list((tmp_path / "outputs").glob("*/*")) == [run_dir]
+        assert [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()] == [run_dir]
 
 
 def test_first_signal_sets_a_flag_second_one_aborts():

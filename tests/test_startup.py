@@ -108,7 +108,7 @@ def test_quick_help_renders_the_template_with_overrides(tmp_path):
     bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "mlptrain: error: nosuch: unknown key; valid keys in the config: dataset, experiment, hparams_search, loss, "
-        "model, optim, scheduler, seed, trainer"
+        "model, name, optim, scheduler, seed, trainer"
     )
 
 

@@ -81,18 +81,18 @@ def test_a_mixed_logdir_shows_every_runs_columns_with_the_swept_ones_first(tmp_p
     assert infos["seed"]["type"] == "DATA_TYPE_STRING" and infos["seed"]["domainDiscrete"] == ["0"]
     # every run's metrics: the monitored ones first, the regression run's columns included
     tags = [m["name"]["tag"] for m in exp["metricInfos"]]
-    assert set(tags[:2]) == {"hparam/best_val_acc", "hparam/best_val_nll"} and tags[-1] == "hparam/train_time_s"
+    assert tags[0] == "hparam/best_val_nll" and tags[-1] == "hparam/train_time_s"  # both tasks monitor the nll
     assert {"hparam/test_acc", "hparam/test_rmse", "hparam/test_r2", "hparam/test_coverage95"} <= set(tags)
-    assert [m["displayName"] for m in exp["metricInfos"]][:1] in (["best val/acc"], ["best val/nll"])
+    assert [m["displayName"] for m in exp["metricInfos"]][:1] == ["best val/nll"]
     # one row per run, each with its own task's values
     by_loss = {}
     for g in groups:
         by_loss.setdefault(g["hparams"]["loss"], []).append({v["name"]["tag"] for v in g["metricValues"]})
-    assert len(by_loss["cross_entropy"]) == 2 and len(by_loss["gaussian_nll"]) == 1
+    assert len(by_loss["auto"]) == 2 and len(by_loss["gaussian_nll"]) == 1  # loss=auto: cross-entropy here
     (regression,) = by_loss["gaussian_nll"]
     assert {"hparam/test_rmse", "hparam/test_coverage95", "hparam/best_val_nll"} <= regression
-    assert "hparam/test_loss" not in regression  # the Gaussian NLL's loss is its nll: one column, not two
-    assert all("hparam/test_nll" not in m for m in by_loss["cross_entropy"])  # cross-entropy: its loss
+    assert "hparam/test_nll" not in regression  # the Gaussian NLL's loss is its nll: one column, not two
+    assert all("hparam/test_nll" not in m for m in by_loss["auto"])  # cross-entropy: its loss
 
     # a single run's folder is named after its overrides, execution-only keys left out
     (run,) = [p for p in (tmp_path / "outputs").glob("20*/*") if p.is_dir()]
@@ -137,12 +137,12 @@ def test_no_series_twice_and_the_config_as_resolved_yaml(train, events, tmp_path
     assert not {"val/nll", "lr/step", "hparam/test_nll"} & scalars  # cross-entropy: nll == loss
     (config,) = [e for e in acc.Tensors("config/text_summary")]
     text = config.tensor_proto.string_val[0].decode()
-    assert "device: cpu" in text and "monitor: acc" in text and "mode: max" in text and "{" not in text
+    assert "device: cpu" in text and "monitor: nll" in text and "mode: min" in text and "{" not in text
 
     train("dataset=sine", "loss=gaussian_nll", out=tmp_path / "nll")
     scalars = set(events(tmp_path / "nll").Tags()["scalars"])
-    assert {"val/nll", "train/loss", "hparam/test_nll", "hparam/best_val_nll"} <= scalars  # selects on val/nll
-    assert not {"val/loss", "hparam/test_loss"} & scalars
+    assert {"val/loss", "train/loss", "hparam/test_loss", "hparam/best_val_nll"} <= scalars  # loss == nll: loss
+    assert not {"val/nll", "hparam/test_nll"} & scalars
 
     train("dataset=sine", "loss=mse", out=tmp_path / "mse")  # a loss that is not the nll keeps both
     assert {"val/loss", "val/nll"} <= set(events(tmp_path / "mse").Tags()["scalars"])

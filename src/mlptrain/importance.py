@@ -17,7 +17,11 @@ import torch
 
 from mlptrain.inputs import feature_names, is_table
 from mlptrain.predict import Loaded, evaluate
-from mlptrain.registry import DEFAULT_MONITOR, MAXIMISE
+from mlptrain.registry import MAXIMISE
+
+# The score a user reads importance in: accuracy, RMSE, or NLL for probabilistic heads (not the monitor,
+# which is a loss for every task).
+SCORE = {"classification": "acc", "regression": "rmse", "probabilistic": "nll"}
 
 
 def column_groups(meta: dict) -> list[tuple[str, list[int]]]:
@@ -36,7 +40,7 @@ def permutation_importance(loaded: Loaded, x: torch.Tensor, y: torch.Tensor, rep
     """``{"metric", "baseline", "repeats", "rows", "columns": [{"column", "mean", "std"}, ...]}``, the
     columns sorted from the most important."""
     x = x.reshape(len(x), -1)  # images: (N, C, H, W) -> one column per pixel
-    metric = DEFAULT_MONITOR[loaded.task.kind]
+    metric = SCORE[loaded.task.kind]
     sign = 1.0 if metric in MAXIMISE else -1.0  # importance = drop in score
     base = evaluate(loaded, x, y)[metric]
     g = torch.Generator().manual_seed(int(loaded.run.seed))

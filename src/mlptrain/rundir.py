@@ -42,7 +42,17 @@ NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file 
 
 
 def holds_results(folder: Path) -> bool:
-    return any((Path(folder) / name).is_file() for name in RESULTS)
+    """Checkpoints, or a metrics.json of a run that did not fail before writing one (a failed attempt
+    without checkpoints, such as a sweep job retried after running out of memory, holds nothing to keep)."""
+    folder = Path(folder)
+    if any((folder / name).is_file() for name in RESULTS if name != "metrics.json"):
+        return True
+    try:
+        return json.loads((folder / "metrics.json").read_text()).get("status") != "failed"
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: keep it
 
 
 def _owner(fd: int) -> str:

@@ -263,7 +263,7 @@ class TrainerConfig:
         check(
             "epochs" in auto or self.epochs >= 1 or (self.epochs == 0 and self.max_steps > 0),
             "trainer.epochs",
-            f"must be >= 1 or auto, got {self.epochs} (to evaluate a trained run: mlptrain-eval <run dir>)",
+            f"must be >= 1, got {self.epochs} (to evaluate a trained run: mlptrain-eval <run dir>)",
         )
         check(
             self.max_steps == -1 or self.max_steps >= 1,

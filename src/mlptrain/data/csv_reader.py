@@ -9,7 +9,7 @@ columns, the target while it has few values) as codes into a list of distinct st
 Rows are read in chunks of :data:`CHUNK`: each chunk's column is parsed by ``map(float, ...)`` at C
 speed and only a chunk with a cell that is not a plain number is parsed cell by cell.
 
-What is guaranteed (docs/reliability-data.md): every physical line of the file is a data row, a blank
+What is guaranteed (docs/reliability.md, "Reading CSV files"): every physical line of the file is a data row, a blank
 line (counted in the log), part of a quoted cell that spans lines (counted), or the file is refused in
 one line that names the line.  A quote that is never closed, or that swallows what look like rows
 (a stray quote closed by another one further down), is refused with the line it opened on.

@@ -5,8 +5,8 @@ the HParams plugin's session summaries into the run's own event file, so each jo
 exactly one run and one row of the HParams table (the columns: :mod:`mlptrain.loggers.hparams`).
 
 No series twice: where the loss *is* the negative log-likelihood (cross-entropy without label
-smoothing, Gaussian and Laplace NLL: equal on the first epoch), ``*/nll`` is left out, or ``*/loss``
-when the run selects on ``val/nll``.  The per-step learning rate is ``step/lr`` (its x axis is the
+smoothing, Gaussian and Laplace NLL: equal on the first epoch), ``*/nll`` is left out (the run's
+monitored ``val/nll`` is then the ``val/loss`` curve).  The per-step learning rate is ``step/lr`` (its x axis is the
 optimizer step), apart from the per-epoch ``lr``.
 """
 
@@ -79,7 +79,7 @@ class TensorBoard:
             self._decided = True
             loss, nll = row.get("val/loss"), row.get("val/nll")
             if loss is not None and nll is not None and math.isclose(loss, nll, rel_tol=1e-6, abs_tol=1e-9):
-                self.duplicate = "loss" if _monitor(self.metric_tags) == "nll" else "nll"
+                self.duplicate = "nll"  # */loss is the name every user looks for, whatever the monitor
             if self.hparams or self.metric_tags:
                 hp.record(self.log_dir, self.hparams, self.metric_tags, self.duplicate)
         skip = set()

@@ -160,7 +160,10 @@ class RunOutputs:
         return [f"hparam/best_val_{self.p.monitor}"] + [f"hparam/test_{n}" for n in names] + ["hparam/train_time_s"]
 
     def _epoch_line(self, row: dict, improved: bool) -> str:
-        keys = ["train/loss", "train/acc", "val/loss", f"val/{self.p.monitor}"]
+        keys = ["train/loss", "train/acc", "val/loss", "val/acc", f"val/{self.p.monitor}"]
+        # the monitored nll is the same number as val/loss under cross-entropy or a likelihood loss: once
+        same = f"val/{self.p.monitor}" != "val/loss" and row.get(f"val/{self.p.monitor}") == row.get("val/loss")
+        keys = keys[:-1] if same else keys
         parts = [f"{k} {row[k]:.4f}" for k in dict.fromkeys(keys) if k in row]
         star = " *" if improved else ""
         return (
