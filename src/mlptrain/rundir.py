@@ -47,6 +47,8 @@ def holds_results(folder: Path) -> bool:
     folder = Path(folder)
     if any((folder / name).is_file() for name in RESULTS if name != "metrics.json"):
         return True
+    if not (folder / "metrics.json").is_file():
+        return False
     try:
         return json.loads((folder / "metrics.json").read_text()).get("status") != "failed"
     except FileNotFoundError:
