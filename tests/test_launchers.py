@@ -83,7 +83,7 @@ def test_submitit_local_sweep_completes(tmp_path):
 
 
 def test_optuna_search_optimises_the_returned_objective(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     d = tmp_path / "sweep"
     # fixed overrides beside the searched ones: they stay out of the job folder names (issue 14.3)
     fixed = ["dataset.noise=0.3", "dataset.val_fraction=0.2", "dataset.test_fraction=0.2", "model.norm=none"]
@@ -117,7 +117,7 @@ def test_optuna_search_optimises_the_returned_objective(tmp_path):
 
 
 def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     r = mlptrain("-m", "hparams_search=optuna", "hydra.sweeper.direction=maximize", *TINY, cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(
@@ -129,7 +129,7 @@ def test_optuna_direction_must_match_the_trainer_mode(tmp_path):
 
 @pytest.mark.parametrize("rate", ["1.0", "0.0"])  # every trial failed / the study stopped at the first failure
 def test_optuna_study_of_failed_trials_ends_in_one_line_listing_each_failure_once(tmp_path, rate):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     d = tmp_path / "sweep"
     r = mlptrain(
         "-m",

@@ -28,7 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mlptrain import dataset_config, naming, schemas
+from mlptrain import dataset_config, naming, schemas, study_config
 from mlptrain.config import parse
 from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
 from mlptrain.parallel.env import from_rank0
@@ -279,6 +279,10 @@ def compose_error(e: Exception, base: list[str] | DictConfig | None = None) -> C
         bad = re.search(r"(\S+=\S*)", text)
         return ConfigError(grammar_message(bad.group(1)) if bad else text.split(" See https")[0])
     unknown = UNKNOWN_KEY.search(text)
+    if unknown and isinstance(base, list) and any(o.endswith("=optuna") for o in base):  # its sweeper's keys
+        message = study_config.unknown_key(unknown.group(1).lstrip("+~"))
+        if message:
+            return ConfigError(message)
     if unknown and base is not None:
         cfg = base if isinstance(base, DictConfig) else _base_config(list(base))
         return ConfigError(unknown_key_message(unknown.group(1).lstrip("+~"), cfg))
@@ -312,6 +316,8 @@ def precompose(argv: list[str]) -> DictConfig | None:
     if not any(a.lstrip("+~").startswith("hydra.searchpath=") for a in args.overrides):
         check_group_overrides(args.overrides)
     check_grammar(args.overrides)
+    if study_config.installed():
+        study_config.store()  # hydra/sweeper=optuna (hparams_search=optuna): mlptrain's own sweeper
     composed: dict[tuple, DictConfig] = {}
     failing = None  # the sweep structure being composed (its group choices name the keys that exist)
 
@@ -341,13 +347,16 @@ def precompose(argv: list[str]) -> DictConfig | None:
     check_output_dirs(parsed)
     cfg = cfgs[0]  # the other structures only had to compose; every swept value is checked below
     with open_dict(cfg):
-        sweeper = cfg.pop("hydra").get("sweeper")
+        hydra_cfg = cfg.pop("hydra")
+    sweeper = hydra_cfg.get("sweeper")
     parse(cfg)  # typed schema and ranges (torch-free): a sweep fails before its first job
     if args.multirun:
         check_swept_values(sweep, primary, cfgs)
     check_direction(
         sweep_direction(sweeper), objective_mode(cfg.trainer, cfg.dataset), f"trainer.monitor={cfg.trainer.monitor}"
     )
+    if args.multirun and hydra_cfg.runtime.choices.get("hydra/sweeper") == "optuna":
+        study_config.check(hydra_cfg, [o.input_line for o in parsed if not o.is_hydra_override()])
     return cfg  # the (first) job's config, without Hydra's node
 
 

@@ -27,7 +27,7 @@ from mlptrain.errors import ConfigError
 
 log = logging.getLogger("mlptrain")
 
-DONE = ("completed", "early_stopped")
+DONE = ("completed", "early_stopped", "pruned")  # pruned: stopped by the Optuna sweeper
 # Keys a continuation may change: how a job runs, not what it computes (CPU numbers do not depend on them).
 EXECUTION_KEYS = (
     "trainer.progress",

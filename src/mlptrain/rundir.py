@@ -145,7 +145,7 @@ def own(folder: Path, *, resume=None, overwrite: bool = False, cleanup: bool = T
             msg = str(e) or type(e).__name__
             if cleanup and fresh and isinstance(e, BAD_INPUT) and not _wrote_outputs(folder):
                 remove_unstarted(folder)
-            elif final_status(e) == "interrupted" and _status(folder) in ("completed", "early_stopped"):
+            elif final_status(e) == "interrupted" and _status(folder) in ("completed", "early_stopped", "pruned"):
                 pass  # the signal came after the job's results were complete: they stand
             else:
                 record_failure(folder, msg.splitlines()[0] if msg else msg, final_status(e))

@@ -38,7 +38,7 @@ from mlptrain.files import record_failure, write_text
 log = logging.getLogger("mlptrain")
 
 SEED_KEY = "seed"
-DONE = ("completed", "early_stopped")
+DONE = ("completed", "early_stopped", "pruned")  # pruned: stopped by the Optuna sweeper
 # Failures of the last multirun, as "job: error": appended by the jobs run in this process and, at the
 # end, from the summary (jobs in other processes: joblib, submitit).  Read by cli.train.main for its exit code.
 failed_jobs: list[str] = []

@@ -13,7 +13,7 @@ sweeper skips the per-batch composition; everything else is the basic sweeper.
 
 :func:`register` makes it what ``hydra/sweeper=basic`` (Hydra's default) means inside the
 ``mlptrain`` command.  ``hydra/sweeper=optuna`` (``hparams_search=optuna``), when its extra is
-installed, becomes Optuna's sweeper ending in one line when trials fail (see ``_optuna``).  Hydra only accepts
+installed, is mlptrain's own Optuna sweeper (see ``_optuna``).  Hydra only accepts
 sweepers from the ``hydra_plugins`` namespace, hence this package's place, and its scan of that
 namespace misses what an editable install provides, hence the registration by hand.
 
@@ -129,24 +129,14 @@ def register() -> None:
 
 def _register_optuna() -> None:
     """``hydra/sweeper=optuna`` as :class:`._optuna.MlptrainOptunaSweeper`, when the extra is installed
-    (optuna itself is imported only when a study starts)."""
-    from dataclasses import dataclass
-
-    from hydra.core.config_store import ConfigStore
+    (optuna itself is imported only when a study starts; its config: :mod:`mlptrain.study_config`)."""
     from hydra.core.plugins import Plugins
 
-    try:
-        from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+    from mlptrain import study_config
 
-        from ._optuna import MlptrainOptunaSweeper
-    except ImportError:
+    if not study_config.installed():
         return
-
-    @dataclass
-    class MlptrainOptunaSweeperConf(OptunaSweeperConf):
-        _target_: str = f"{MlptrainOptunaSweeper.__module__}.MlptrainOptunaSweeper"
+    from ._optuna import MlptrainOptunaSweeper
 
     Plugins.instance().register(MlptrainOptunaSweeper)
-    ConfigStore.instance().store(
-        group="hydra/sweeper", name="optuna", node=MlptrainOptunaSweeperConf, provider="mlptrain"
-    )
+    study_config.store()  # again: the plugin scan may have stored another sweeper under that name

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +30,9 @@ from mlptrain.train.setup import build
 from mlptrain.train.state import Checkpoints, MidEpoch, State, already_finished, early_stop_due
 
 log = logging.getLogger("mlptrain")
+# Set by the Optuna sweeper around a trial run in this process: called after each epoch with the epoch and
+# its val/<monitor>; True stops the run there, recorded as "pruned" (like early stopping).
+epoch_hook: Callable[[int, float], bool] | None = None
 
 
 class Trainer:
@@ -272,6 +276,8 @@ class Trainer:
         p.dist.seed(self.run.seed, state.epoch)
         out.start(resumed, saved_at)
         stop_reason = "early_stopped" if resumed and early_stop_due(p, state) else "completed"
+        if resumed and self._mid is None and state.history and epoch_hook is not None:  # pruned, then killed
+            stop_reason = "pruned" if epoch_hook(state.epoch, state.history[-1][f"val/{p.monitor}"]) else stop_reason
         val_out = None
         self._stop.at_once = False  # training: the first signal is honoured after the current step
         while (
@@ -322,9 +328,13 @@ class Trainer:
             }
             state.history.append(row)
             out.epoch(row, improved, step_lrs, val_out)
-            last = state.epoch >= p.max_epochs or 0 < cfg.max_steps <= state.step or early_stop_due(p, state)
+            pruned = epoch_hook is not None and epoch_hook(state.epoch, value)
+            last = state.epoch >= p.max_epochs or 0 < cfg.max_steps <= state.step or early_stop_due(p, state) or pruned
             self._epoch_end_checkpoint(improved, last)
-            if early_stop_due(p, state):
+            if pruned:
+                stop_reason = "pruned"
+                log.info("pruned by the sweeper after epoch %d (val/%s %.4g)", state.epoch, p.monitor, value)
+            elif early_stop_due(p, state):
                 stop_reason = "early_stopped"
                 log.info(
                     "early stopping: val/%s has not improved by more than %g for %d epochs (best %.4g at epoch %d)",
