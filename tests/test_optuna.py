@@ -126,6 +126,11 @@ def test_a_sqlite_study_killed_inside_a_trial_continues_to_the_uninterrupted_res
     assert other.stderr.startswith("mlptrain: error: hydra.sweeper.study_name: the study 'mlptrain' in "), other.stderr
     assert "holds another search (it was run with model.dropout=interval(0.0, 0.3) " in other.stderr, other.stderr
     assert "this command has model.dropout=interval(0.0, 0.5)" in other.stderr, other.stderr
+    # The same search in another folder (e.g. a new timestamped one): refused, naming the study's folder.
+    moved = mlptrain(*elsewhere, cwd=tmp_path)
+    assert moved.returncode == 2 and len(moved.stderr.strip().splitlines()) == 1, moved.stderr
+    assert f"runs in {sweep}; continue it there (hydra.sweep.dir={sweep})" in moved.stderr, moved.stderr
+    assert not (tmp_path / "other").exists()  # nothing left behind
     assert {name: files_of(job) for name, job in jobs(sweep).items()} == now
 
 
@@ -183,6 +188,7 @@ def test_a_pruned_search_takes_fewer_steps_and_finds_the_same_best_trial(tmp_pat
     assert f"6 job(s): {6 - n} completed, {n} pruned" in md or f"{n} pruned, " in md, md
     rows = (tmp_path / "pruned" / "summary.csv").read_text().splitlines()
     assert sum(",pruned," in row for row in rows) == n
+    assert rows[1].split(",")[1] == str(best["pruned"]["best_job"])  # ranked first: pruned ones after the complete
     assert "failed" not in pruned.stderr
 
 

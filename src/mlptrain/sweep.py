@@ -118,14 +118,16 @@ def _objective_of(row: dict) -> tuple[str | None, str]:
 
 def _rank_key(objectives: list[tuple[str, str]]):
     """Best first within each objective (a sweep over datasets of different tasks has several: each
-    ranked on its own, the most common first), failed and unfinished jobs last."""
+    ranked on its own, the most common first), pruned ones after those that ran to the end (their objective
+    is of fewer epochs), failed and unfinished jobs last."""
 
     def key(row):
         objective = _objective_of(row)
         group = objectives.index(objective) if objective in objectives else len(objectives)
         sign = -1.0 if objective[1] == "max" else 1.0
         v = _number(row["metrics"].get("objective")) if row["status"] in DONE else None
-        return (v is None, group, sign * v if v is not None else 0.0, _job_num(row["path"]), row["job"])
+        pruned = row["status"] == "pruned"
+        return (v is None, pruned, group, sign * v if v is not None else 0.0, _job_num(row["path"]), row["job"])
 
     return key
 

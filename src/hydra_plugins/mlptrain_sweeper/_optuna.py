@@ -74,6 +74,10 @@ class MlptrainOptunaSweeper(Sweeper):
             study, self.params, self.fixed = self._study(list(arguments))
         except ConfigError as e:
             print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
+            record = self.sweep_dir / "multirun.yaml"  # a fresh folder holds only the record of this command
+            if record.is_file() and [p.name for p in self.sweep_dir.iterdir()] == [record.name]:
+                record.unlink()
+                self.sweep_dir.rmdir()
             sys.exit(EXIT_BAD_INPUT)
         self._run(study)
         self._results(study)
@@ -82,6 +86,7 @@ class MlptrainOptunaSweeper(Sweeper):
         import optuna
 
         from mlptrain import study_config as sc
+        from mlptrain.compose import hydra_value
         from mlptrain.continuation import difference, identity
         from mlptrain.errors import ConfigError
 
@@ -115,6 +120,12 @@ class MlptrainOptunaSweeper(Sweeper):
         before = study.user_attrs.get(SEARCH)
         if before is None:
             study.set_user_attr(SEARCH, search)
+        elif before[:-1] == search[:-1] and before != search:  # the same search, in another folder
+            ran_in = before[-1].split("=", 1)[1]
+            raise ConfigError(
+                f"hydra.sweep.dir: the study {study.study_name!r} in {storage} runs in {ran_in}; continue it "
+                f"there (hydra.sweep.dir={hydra_value(ran_in)}), or give this search another hydra.sweeper.study_name"
+            )
         elif before != search:
             raise ConfigError(
                 f"hydra.sweeper.study_name: the study {study.study_name!r} in {storage} holds another search "
