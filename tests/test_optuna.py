@@ -161,7 +161,7 @@ def test_a_pruned_search_takes_fewer_steps_and_finds_the_same_best_trial(tmp_pat
     assert plain.returncode == 0, plain.stderr
     pruned = mlptrain(
         *SEARCH,
-        "hydra.sweeper.pruner.name=median",
+        "hydra.sweeper.pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=2",
         "hydra.sweeper.pruner.n_warmup_steps=1",
         "hydra.sweeper.storage=sqlite:///pruned.db",
@@ -213,6 +213,11 @@ SWEEPS = ("plain", "pruned")
             "hydra.sweeper.sampler.name: unknown sampler 'cmaes'; valid: tpe, random",
         ),
         (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs: 0; valid: an integer >= 1"),
+        (["hydra.sweeper.sampler.seed=x"], "hydra.sweeper.sampler.seed: 'x'; valid: an integer"),
+        (
+            ["hydra.sweeper.pruner=median", "hydra.sweeper.pruner.n_warmup_steps=-2"],  # the short name, then options
+            "hydra.sweeper.pruner.n_warmup_steps: -2; valid: an integer >= 0",
+        ),
         (["hydra.sweeper.storage=optuna.db"], "hydra.sweeper.storage: 'optuna.db'; valid: null (in memory) or a "),
         (["hydra.sweeper.params.optim.lr=interval(0.1, 0.01)"], "hydra.sweeper.params.optim.lr: interval(0.1, 0.01): "),
         (["hydra.sweeper.params.optim.lr=oops(1)"], "hydra.sweeper.params.optim.lr: "),
@@ -222,12 +227,12 @@ SWEEPS = ("plain", "pruned")
 def test_bad_sweeper_settings_are_refused_in_one_line_before_any_trial(overrides, says):
     from mlptrain.compose import precompose
     from mlptrain.errors import ConfigError
-    from mlptrain.study_config import quoted_params
+    from mlptrain.study_config import sweeper_argv
 
     if "hydra/launcher=parallel" in overrides:
         pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     with pytest.raises(ConfigError) as e:
-        precompose(quoted_params(["-m", "hparams_search=optuna", *overrides]))  # as mlptrain does, before Hydra
+        precompose(sweeper_argv(["-m", "hparams_search=optuna", *overrides]))  # as mlptrain does, before Hydra
     assert str(e.value).startswith(says) and "\n" not in str(e.value), str(e.value)
 
 

@@ -35,35 +35,36 @@ PRUNERS = {  # name -> the PrunerConf keys it takes (besides name)
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
 
+# Typed Any: a wrong value gets mlptrain's one line (check), not OmegaConf's.
 @dataclass
 class SamplerConf:
-    name: str = "tpe"
-    seed: int | None = None  # per job: seed + job number, so a continued study asks the same trials
-    n_startup_trials: int | None = None  # None: Optuna's default
-    multivariate: bool | None = None
+    name: Any = "tpe"
+    seed: Any = None  # per job: seed + job number, so a continued study asks the same trials
+    n_startup_trials: Any = None  # None: Optuna's default
+    multivariate: Any = None
 
 
 @dataclass
 class PrunerConf:
-    name: str = "none"
-    n_startup_trials: int | None = None
-    n_warmup_steps: int | None = None
-    interval_steps: int | None = None
-    min_resource: Any | None = None  # an int, or "auto"
-    max_resource: Any | None = None
-    reduction_factor: int | None = None
-    min_early_stopping_rate: int | None = None
+    name: Any = "none"
+    n_startup_trials: Any = None
+    n_warmup_steps: Any = None
+    interval_steps: Any = None
+    min_resource: Any = None  # an int, or "auto"
+    max_resource: Any = None
+    reduction_factor: Any = None
+    min_early_stopping_rate: Any = None
 
 
 @dataclass
 class OptunaConf:
     _target_: str = SWEEPER_TARGET
-    direction: str = "minimize"
-    study_name: str | None = None
-    storage: str | None = None  # None: in memory; sqlite:///file.db survives the process
-    n_trials: int = 20
-    n_jobs: int = 1
-    max_failure_rate: float = 0.0
+    direction: Any = "minimize"
+    study_name: Any = None
+    storage: Any = None  # None: in memory; sqlite:///file.db survives the process
+    n_trials: Any = 20
+    n_jobs: Any = 1
+    max_failure_rate: Any = 0.0
     sampler: Any = field(default_factory=SamplerConf)
     pruner: Any = field(default_factory=PrunerConf)
     params: dict | None = field(default_factory=dict)
@@ -212,11 +213,31 @@ def _options(conf: Any, kind: str, table: dict[str, tuple], extra: tuple) -> tup
     if name not in table:
         raise ConfigError(f"hydra.sweeper.{kind}.name: unknown {kind} {printable(name)!r}; valid: {', '.join(table)}")
     given = {k: v for k, v in conf.items() if k != "name" and v is not None}
-    for k in given:
+    for k, v in given.items():
         if k not in table[name] + extra:
             valid = ", ".join(table[name] + extra) or "none"
             raise ConfigError(f"hydra.sweeper.{kind}.{k}: not an option of the {name} {kind}; valid: {valid}")
+        valid = _valid(k, v)
+        if valid:
+            raise ConfigError(f"hydra.sweeper.{kind}.{k}: {printable(repr(v))}; valid: {valid}")
     return name, given
+
+
+# The least value of each integer option of a sampler or pruner (None: any integer).
+MINIMUM = {"seed": None, "n_startup_trials": 0, "n_warmup_steps": 0, "min_early_stopping_rate": 0}
+MINIMUM |= {"interval_steps": 1, "min_resource": 1, "max_resource": 1, "reduction_factor": 2}
+
+
+def _valid(key: str, value: Any) -> str | None:
+    """What would be valid for a sampler's or pruner's option, or None when ``value`` is."""
+    if key == "multivariate":
+        return None if isinstance(value, bool) else "true or false"
+    if key.endswith("_resource") and value == "auto":
+        return None
+    low = MINIMUM[key]
+    if isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low):
+        return None
+    return "an integer" + ("" if low is None else f" >= {low}") + (" or auto" if key.endswith("_resource") else "")
 
 
 def sampler_options(conf: Any) -> tuple[str, dict]:
@@ -277,12 +298,16 @@ def unknown_key(key: str) -> str | None:
     return None
 
 
-def quoted_params(argv: list[str]) -> list[str]:
-    """``hydra.sweeper.params.<key>=<sweep>`` from the command line, quoted (the value is the text of a search:
-    Hydra would take ``interval(...)`` there for a sweep of its own setting) and added or replaced (``++``)."""
+def sweeper_argv(argv: list[str]) -> list[str]:
+    """The command line as the Optuna sweeper reads it: ``hydra.sweeper.params.<key>=<sweep>`` quoted (the value
+    is the text of a search: Hydra would take ``interval(...)`` there for a sweep of its own setting) and added
+    or replaced (``++``); ``hydra.sweeper.pruner=median`` (or ``sampler=random``) as ``...pruner.name=median``,
+    so that options may follow it."""
     out = []
     for a in argv:
         key, eq, value = a.partition("=")
+        if eq and key in ("hydra.sweeper.pruner", "hydra.sweeper.sampler") and value.isidentifier():
+            a = f"{key}.name={value}"
         if eq and key.lstrip("+").startswith("hydra.sweeper.params."):
             if value and value[0] not in "'\"":
                 value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -42,7 +42,7 @@ from mlptrain.jobdirs import register_resolver as register_job_dirname
 from mlptrain.jobdirs import with_fixed_keys
 from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
-from mlptrain.study_config import quoted_params
+from mlptrain.study_config import sweeper_argv
 
 log = logging.getLogger("mlptrain")
 # How the last job of this process ended (its run dir, and its metrics or its error as plain data:
@@ -201,7 +201,7 @@ def main() -> None:
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
                 return
         sys.argv[1:] = listify(sys.argv[1:])  # model.hidden=64 means [64]
-        sys.argv[1:] = quoted_params(sys.argv[1:])  # hydra.sweeper.params.<key>=interval(...): a search's text
+        sys.argv[1:] = sweeper_argv(sys.argv[1:])  # hydra.sweeper.params.<key>=interval(...): a search's text
         if any(".resume=" in a for a in sys.argv[1:]):
             sys.argv[1:] = sweep_resume_argv(sys.argv[1:]) or sys.argv[1:]  # a sweep folder: continue it
         resuming = None
