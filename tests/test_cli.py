@@ -110,7 +110,7 @@ def test_glob_sweep_over_a_group_runs_each_matching_option(tmp_path):
     "args, needle",
     [
         (["--cfg", "job", "dataset=bogus"], "dataset=bogus: unknown option for group 'dataset'; valid choices: blobs"),
-        (["--cfg", "job", "foo=1"], "foo: unknown key; valid keys in the config: dataset, experiment"),
+        (["--cfg", "job", "foo=1"], "foo: unknown key; valid keys in the config: cv, dataset, experiment"),
         (["--info", "config", "optim.nosuch=2"], "optim.nosuch: unknown key; valid keys in optim (optim=adam): "),
     ],
 )

@@ -107,8 +107,8 @@ def test_quick_help_renders_the_template_with_overrides(tmp_path):
     assert "name: moons" in r.stdout and "- 3" in r.stdout and "hydra:" not in r.stdout
     bad = mlptrain("nosuch=1", "--help", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "mlptrain: error: nosuch: unknown key; valid keys in the config: dataset, experiment, hparams_search, loss, "
-        "model, name, optim, scheduler, seed, trainer"
+        "mlptrain: error: nosuch: unknown key; valid keys in the config: cv, dataset, experiment, hparams_search, "
+        "loss, model, name, optim, scheduler, seed, trainer"
     )
 
 

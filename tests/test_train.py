@@ -28,7 +28,7 @@ NEEDS_FILES = {
 def every_option():
     for group, options in sorted(config_groups().items()):
         for option in options:
-            if group in ("experiment", "hparams_search") or (group, option) in NEEDS_FILES:
+            if group in ("experiment", "hparams_search", "cv") or (group, option) in NEEDS_FILES:
                 continue
             yield group, option
 

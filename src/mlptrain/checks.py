@@ -26,3 +26,19 @@ def split_fractions(val: float, test: float | None) -> None:
     if test is not None:
         check(finite(test) and 0 < test < 1, "dataset.test_fraction", f"must be in (0, 1), got {test}")
         check(val + test < 1, "dataset.val_fraction", f"val_fraction + test_fraction must be < 1, got {val + test}")
+
+
+def check_folds(folds: int, fold: int | None) -> None:
+    """``dataset.folds``/``dataset.fold``: both or neither, ``folds >= 2`` and ``0 <= fold < folds``."""
+    check(folds == 0 or folds >= 2, "dataset.folds", f"must be >= 2 (or 0: no cross-validation), got {folds}")
+    if fold is None:
+        check(
+            not folds,
+            "dataset.fold",
+            f"dataset.folds={folds} trains one job per fold: run a sweep over them, "
+            f"mlptrain -m ... 'dataset.fold=range({folds})'"
+            + (f" (or mlptrain -m ... cv={folds}fold)" if folds in (3, 5, 10) else ""),
+        )
+        return
+    check(folds > 0, "dataset.fold", "needs dataset.folds (the number of folds, >= 2)")
+    check(0 <= fold < folds, "dataset.fold", f"must be in [0, {folds - 1}] for dataset.folds={folds}, got {fold}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlptrain.checks import check, choice, finite, split_fractions
+from mlptrain.checks import check, check_folds, choice, finite, split_fractions
 
 
 @dataclass
@@ -76,9 +76,15 @@ class CsvConfig:
     seed: int = 0
     # Classification splits keep the class proportions (csv.yaml: true; false where a config predates it).
     stratify: bool = False
+    # k-fold cross-validation: fold ``fold`` of the rows left after the test split validates, the other
+    # folds train (one job per fold: ``mlptrain -m ... cv=5fold``); 0: the val_fraction split.
+    folds: int = 0
+    fold: int | None = None
+    id: str | None = None  # a column naming each row: never a feature, carried into oof_predictions.csv
 
     def __post_init__(self) -> None:
         check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")
+        check_folds(self.folds, self.fold)
         check(bool(self.target.strip()), "dataset.target", "must name the target column")
         choice(self.task, "dataset.task", ("auto", "classification", "regression"))
         choice(self.missing, "dataset.missing", MISSING_POLICIES)

@@ -20,6 +20,7 @@ from mlptrain.errors import CheckpointError, DataError
 from mlptrain.inputs import Rows, is_table, read_csv
 from mlptrain.losses import Task, build_task
 from mlptrain.model import Network, build_model
+from mlptrain.predictions import prediction_columns
 
 
 @dataclass
@@ -144,17 +145,7 @@ def predict(loaded: Loaded, x) -> tuple[list[str], list[list]]:
         out = model_outputs(
             loaded.model, x.to(dev), run.trainer.eval_batch_size, autocast_for(run.trainer.precision, dev)
         ).float()[:n]
-    if task.task == "classification":
-        names = loaded.meta["class_names"]
-        p = task.probabilities(out).cpu()
-        cols = ["prediction"] + [f"p_{c}" for c in names]
-        return cols, [[names[int(r.argmax())]] + r.tolist() for r in p]
-    mean, std = task.mean_and_std(out)
-    k = mean.shape[1]
-    suffix = [""] if k == 1 else [f"_{j}" for j in range(k)]
-    cols = [f"mean{s}" for s in suffix] + ([f"sigma{s}" for s in suffix] if std is not None else [])
-    values = mean if std is None else torch.cat([mean, std], 1)
-    return cols, values.cpu().tolist()
+    return prediction_columns(task, loaded.meta["class_names"], out)
 
 
 def prediction_table(loaded: Loaded, rows: Rows) -> tuple[list[str], list[list]]:

@@ -34,6 +34,7 @@ from hydra.experimental.callback import Callback
 from mlptrain.continuation import _job_num, find_jobs
 from mlptrain.errors import TrialFailed
 from mlptrain.files import record_failure, write_text
+from mlptrain.oof import FOLD_KEY, write_oof
 
 log = logging.getLogger("mlptrain")
 
@@ -155,15 +156,16 @@ def summarize(sweep_dir: Path) -> dict:
         "objective": objective,
         "objectives": objectives,
         "groups": seed_groups(rows, varying, objective),
+        "fold_groups": fold_groups(rows, varying, objective),
     }
 
 
-def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]) -> list[dict]:
-    """Jobs equal in everything but the seed, with mean and std of every metric of their completed runs.
-    Empty unless some setting was run with more than one seed."""
-    if SEED_KEY not in varying:
+def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str], key: str = SEED_KEY) -> list[dict]:
+    """Jobs equal in everything but the seed (or ``key``), with mean and std of every metric of their
+    completed runs.  Empty unless some setting was run with more than one seed."""
+    if key not in varying:
         return []
-    setting_keys = [k for k in varying if k != SEED_KEY]
+    setting_keys = [k for k in varying if k != key]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r["params"].get(k) for k in setting_keys), []).append(r)
@@ -180,7 +182,7 @@ def seed_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]
             {
                 "setting": dict(zip(setting_keys, setting)),
                 "jobs": [r["job"] for r in members],
-                "seeds": [r["params"].get(SEED_KEY) for r in members],
+                "seeds": [r["params"].get(key) for r in members],
                 "n": len(members),
                 "completed": len(done),
                 "stats": stats,
@@ -311,7 +313,61 @@ def to_markdown(s: dict) -> str:
                 *("" if st is None else f"{_fmt(st[0])} ± {_fmt(st[1]) if st[1] is not None else '-'}" for st in stats),
             ]
             lines.append("| " + " | ".join(_cell(str(v)) for v in cells) + " |")
+    lines += fold_section(s)
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- cross-validation
+def fold_groups(rows: list[dict], varying: list[str], objective: tuple[str, str]) -> list[dict]:
+    """k-fold cross-validation: jobs that differ only in ``dataset.fold``, one group per setting of the
+    sweep's other keys, with mean and std over its finished folds."""
+    return seed_groups(rows, varying, objective, key=FOLD_KEY)
+
+
+def _mean_std(st) -> str:
+    return "" if st is None else f"{_fmt(st[0])} ± {_fmt(st[1]) if st[1] is not None else '-'}"
+
+
+def fold_stat_columns(s: dict) -> list[str]:
+    """The objective, every test metric and the training time: what a fold's mean ± std is given for."""
+    cols = [f"{s['objective'][0] or 'objective'} (best)"]
+    for g in s["fold_groups"]:
+        cols += [c for c in g["stats"] if c.startswith("test/") and c not in cols]
+    return [*cols, "train_time_s"]
+
+
+def fold_section(s: dict) -> list[str]:
+    """The summary's "Mean ± std over folds" table: one row per setting (the sweep's other keys)."""
+    if not s.get("fold_groups"):
+        return []
+    keys = [k for k in s["varying"] if k != FOLD_KEY]
+    cols = fold_stat_columns(s)
+    head = [*keys, "folds", "completed", *(f"{c} mean ± std" for c in cols)]
+    lines = ["", "## Mean ± std over folds", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in s["fold_groups"]:
+        folds = sorted(g["seeds"], key=lambda v: (len(str(v)), str(v)))  # 0,1,...,9,10: in numeric order
+        cells = [*(g["setting"].get(k, "") for k in keys), ",".join(map(str, folds))]
+        cells += [f"{g['completed']}/{g['n']}", *(_mean_std(g["stats"].get(c)) for c in cols)]
+        lines.append("| " + " | ".join(_cell(str(v)) for v in cells) + " |")
+    return lines
+
+
+def log_folds(s: dict) -> None:
+    """One console line per cross-validated setting: its folds' mean ± std."""
+    cols = fold_stat_columns(s)[:-1]
+    for g in s.get("fold_groups") or []:
+        setting = " ".join(f"{k}={v}" for k, v in g["setting"].items())
+        stats = ", ".join(f"{c} {_mean_std(g['stats'][c])}" for c in cols if c in g["stats"])
+        log.info(
+            "cross-validation%s: %s over %d/%d folds", f" {setting}" if setting else "", stats, g["completed"], g["n"]
+        )
+
+
+def write_cv(sweep_dir: Path, s: dict) -> None:
+    """``oof_predictions.csv`` of a cross-validation sweep (:mod:`mlptrain.oof`)."""
+    path = write_oof(Path(sweep_dir), s["rows"], [k for k in s["varying"] if k != FOLD_KEY])
+    if path is not None:
+        log.info("out-of-fold predictions: %s", path)
 
 
 def write_summary(sweep_dir: Path, s: dict | None = None) -> dict:
@@ -374,6 +430,11 @@ class SweepSummary(Callback):
             # is the record (a job that failed and then succeeded on a retry is not a failure)
             failed_jobs[:] = failures(s)
             log.info("sweep summary: %s", Path(config.hydra.sweep.dir) / "summary.md")
+            try:
+                write_cv(Path(config.hydra.sweep.dir), s)
+                log_folds(s)
+            except Exception as e:  # like the summary, never a reason to fail the sweep
+                log.warning("out-of-fold predictions not written: %s", e)
 
     @staticmethod
     def _write(sweep_dir: Path) -> dict | None:
@@ -435,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     args.sweep_dir = sweeps[0]  # the sweep itself, when the folder given only holds it
     s = summarize(args.sweep_dir)
     write_summary(args.sweep_dir, s)
+    write_cv(args.sweep_dir, s)
     print(to_markdown(s), end="")
 
 

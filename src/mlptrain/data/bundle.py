@@ -29,6 +29,9 @@ class DataBundle:
     input_shape: tuple[int, ...] = ()
     # Anything a predictor needs to encode raw inputs the same way (CSV encoders).
     preprocess: dict = field(default_factory=dict)
+    # Which rows of the source file the validation split holds ("row": numbers, "id": the id column's
+    # values), where the loader knows (CSV): a cross-validation fold writes its predictions for them.
+    val_rows: dict | None = None
 
     @property
     def in_features(self) -> int:

@@ -60,3 +60,34 @@ def fold_of_rows(n: int, folds: int, seed: int, labels: torch.Tensor | None = No
     fold = torch.empty(n, dtype=torch.long)
     fold[perm] = position % folds
     return fold
+
+
+def fold_split(n: int, folds: int, fold: int, test_fraction: float, seed: int, labels: torch.Tensor | None = None):
+    """(train, val, test) indices for fold ``fold`` of ``folds``: the test part (``test_fraction`` of the rows,
+    0: none, as with a separate test file) is held out as :func:`split_rows` would; the other rows are dealt
+    into folds (:func:`fold_of_rows`), fold ``fold`` validates and the rest train.  The test part and the
+    folds depend only on the table, ``folds`` and ``seed``: the same in every fold's job."""
+    if test_fraction:
+        n_test = max(1, round(n * test_fraction))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if labels is None else None
+        if order is None:
+            order = stratified_order(labels, torch.Generator().manual_seed(seed))
+        test, rest = order[:n_test], order[n_test:].sort().values
+    else:
+        test, rest = torch.zeros(0, dtype=torch.long), torch.arange(n)
+    sub = None if labels is None else labels[rest]
+    if len(rest) < folds:
+        raise DataError(
+            f"dataset.folds: must be in [2, {len(rest)}] for the {len(rest)} rows left for cross-validation, "
+            f"got {folds}"
+        )
+    if sub is not None:
+        counts = torch.bincount(sub)
+        smallest = int(counts[counts > 0].min())
+        if smallest < folds:
+            raise DataError(
+                f"dataset.folds: must be in [2, {smallest}] (the smallest class has {smallest} of the rows left for "
+                f"cross-validation: each fold needs one of each class), got {folds}"
+            )
+    which = fold_of_rows(len(rest), folds, seed, sub)
+    return rest[which != fold], rest[which == fold], test

@@ -25,7 +25,7 @@ from mlptrain.data.bundle import DataBundle, DataError
 from mlptrain.data.columns import junk_columns, warn_many_categories
 from mlptrain.data.csv_reader import Column, RawTable
 from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number, present_numbers
-from mlptrain.data.splits import split_rows
+from mlptrain.data.splits import fold_split, split_rows
 
 log = logging.getLogger("mlptrain")
 
@@ -51,10 +51,12 @@ class Table:
             spellings.setdefault(target, "bounded")
         raw = RawTable(path, key, delimiter, spellings)
         self.header, self.lines, self.columns = raw.header, raw.lines, raw.columns
+        self.rows = array("l", range(len(self.lines)))  # each row's number in the file (0: the first data row)
 
     def keep_rows(self, keep: list[int]) -> None:
         """Only these rows (in this order) from now on."""
         self.lines = array("l", (self.lines[i] for i in keep))
+        self.rows = array("l", (self.rows[i] for i in keep))
         self.columns = {
             h: col.take(keep) if isinstance(col, Column) else [col[i] for i in keep] for h, col in self.columns.items()
         }
@@ -212,14 +214,21 @@ def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
 
 def load_csv(cfg) -> DataBundle:
     cells = Cells(cfg.na_values, cfg.missing)
-    main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter, cfg.categorical, cfg.target)
+    spelled = [*cfg.categorical, *([cfg.id] if cfg.id is not None else [])]  # an id keeps its spelling ("007")
+    main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter, spelled, cfg.target)
     target = cfg.target
     main.column(target, "dataset.target")
+    if cfg.id is not None:
+        main.column(cfg.id, "dataset.id")
+        if cfg.id == target:
+            raise DataError(f"dataset.id: the target {target!r} cannot also be the id column")
     if cfg.features:
         features = list(cfg.features)
-    else:  # every other column, but a pandas index or a per-row text id (mlptrain.data.columns)
-        junk = junk_columns(main.header, main.columns, target, cells)
-        features = [h for h in main.header if h != target and h not in junk]
+        if cfg.id in features:
+            raise DataError(f"dataset.features: the id column {cfg.id!r} cannot also be a feature")
+    else:  # every other column, but the id, a pandas index or a per-row text id (mlptrain.data.columns)
+        junk = junk_columns([h for h in main.header if h != cfg.id], main.columns, target, cells)
+        features = [h for h in main.header if h not in (target, cfg.id) and h not in junk]
     for f in features:
         main.column(f, "dataset.features")
     if target in features:
@@ -242,7 +251,16 @@ def load_csv(cfg) -> DataBundle:
     y_main = _targets(main.columns[target], task, classes, main, target)
     # classification: stratified, so a small table's val and test parts hold every class in proportion
     labels = y_main if task == "classification" and cfg.stratify else None
-    tr, va, te = split_rows(len(main), cfg.val_fraction, 0 if test else cfg.test_fraction, cfg.seed, labels)
+    test_fraction = 0 if test else cfg.test_fraction
+    if cfg.folds:
+        tr, va, te = fold_split(len(main), cfg.folds, cfg.fold, test_fraction, cfg.seed, labels)
+    else:
+        tr, va, te = split_rows(len(main), cfg.val_fraction, test_fraction, cfg.seed, labels)
+    # which rows of the file validate, by number and id: a fold's out-of-fold predictions name them
+    val_rows = {"row": [main.rows[i] for i in va.tolist()]}
+    if cfg.id is not None:
+        ids = main.columns[cfg.id]
+        val_rows["id"] = [ids[i] for i in va.tolist()]
     train_rows = tr.tolist()
 
     categorical = set(cfg.categorical)
@@ -310,4 +328,5 @@ def load_csv(cfg) -> DataBundle:
         class_names=classes,
         input_shape=(len(names),),
         preprocess={**preprocess, "inputs": names},
+        val_rows=val_rows,
     )

@@ -24,6 +24,7 @@ from mlptrain.config import RunConfig
 from mlptrain.data.bundle import DataBundle
 from mlptrain.errors import Abort, TrainingError, TrainingInterrupted
 from mlptrain.progress import Progress
+from mlptrain.train.folds import write_val_predictions
 from mlptrain.train.guards import Guards, clip_stats
 from mlptrain.train.outputs import RunOutputs
 from mlptrain.train.setup import build
@@ -357,4 +358,5 @@ class Trainer:
         x_test, y_test = p.data.x_test.to(p.device), p.data.y_test.to(p.device)
         signals.pause("test")
         test_out = self.outputs_of(x_test)
+        write_val_predictions(self.out_dir, p, self.outputs_of)  # a CV fold's out-of-fold rows
         return out.end(stop_reason, p.task.metrics(test_out, y_test), (x_test, test_out))

@@ -266,7 +266,7 @@ def already_finished(parts: Parts, state: State, out_dir: Path) -> dict | None:
 
 
 # Keys added to a group since older checkpoints were written: absent there, they had this value.
-ADDED_KEYS = {"dataset": {"stratify": False}}
+ADDED_KEYS = {"dataset": {"stratify": False, "folds": 0, "fold": None, "id": None}}
 
 
 def incompatible(old: dict, new: dict) -> str | None:
