@@ -1,4 +1,5 @@
-"""What the two reference scripts share: the task, its arguments and how they report.
+"""What the reference scripts share: the task, its arguments and how they report; and the median
+timer the other benchmarks use (:func:`median_s`).
 
 The task is the one the benchmark times for every contender: an MLP
 784-512-512-10 with ReLU, cross-entropy, Adam (lr 1e-3), batch 128, fp32,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 
@@ -61,3 +63,16 @@ class EpochTimer:
             "RESULT " + json.dumps({"epoch_times": self.times, "epoch_samples": self.samples, "test_acc": test_acc}),
             flush=True,
         )
+
+
+def median_s(fn, repeats: int, warmup: bool = False) -> float:
+    """The median wall time of ``repeats`` calls of ``fn`` (after one untimed call with ``warmup``:
+    first-call imports, the allocator)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

@@ -9,19 +9,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-
-def median_s(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from _reference import median_s
 
 
 def main() -> None:

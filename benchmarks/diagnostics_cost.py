@@ -1,33 +1,42 @@
-"""What TensorBoard pictures and histograms cost, next to the training epoch they follow.
+"""What the diagnostics (TensorBoard's pictures, histograms, gradient norms, dead ReLUs) cost a run
+and an 8-job sweep, measured inside real runs at the default frequencies.
 
-For a few representative runs, times (medians of --repeats) one training epoch, one round of
-pictures (``trainer.image_every_n_epochs``), one round of the look inside the network with its
-histograms (``trainer.histogram_every_n_epochs``) and one without them (the grad-norm and dead-ReLU
-scalars, logged every epoch), and prints each as a ratio of the epoch time, plus the overhead those
-add to a whole run's training time at the configured (or --every) frequency: ``scalars at 2`` as
-before (the scalars with the histograms only), ``now`` with the scalars about 10 times a run, and the seconds that adds
-per run and per 8-job sweep (8 such runs).
+Each repeat is a fresh process that trains --jobs runs of a case one after the other (seeds 0, 1, ...),
+as an in-process sweep does, with ``Trainer.fit``: the diagnostics time themselves
+(``Diagnostics.seconds``, every call of theirs, the first-call imports included) against the run's
+``fit`` wall time in the same process.  ``per run`` is the first job of a process (a run from the shell,
+paying the one-off costs); ``per sweep`` is all of them.  Then, in this process, the parts: one
+training epoch, one round of pictures, of histograms (with the scalars) and of the scalars alone, each
+as a ratio of the epoch; and the counting hooks' cost to an epoch and its validation pass (armed vs
+removed, interleaved).  Medians of --repeats.
 
-    python benchmarks/diagnostics_cost.py [--threads 1] [--repeats 5] [--every N]
+    python benchmarks/diagnostics_cost.py [--repeats 3] [--jobs 8] [--threads 1]
+
+Point PYTHONPATH at another checkout's src/ to measure its code the same way (the "before").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _reference import median_s
 
 CASES = {
     # name: overrides (the image case swaps in MNIST-sized synthetic images, see image_bundle)
     "spirals (default run)": [],
     "sine, gaussian_nll": ["dataset=sine", "loss=gaussian_nll"],
-    "28x28 images, 10 classes": ["model.hidden=[256,256]"],
+    "28x28 images, 5 epochs": ["model.hidden=[256,256]", "trainer.epochs=5"],
 }
 
 
-def image_bundle(n_train: int = 12000, n_eval: int = 2000):
+def image_bundle(n_train: int = 6000, n_eval: int = 1000):
     """MNIST-shaped uint8 images with a learnable signal (class = brightest quadrant + noise)."""
     import torch
 
@@ -46,99 +55,113 @@ def image_bundle(n_train: int = 12000, n_eval: int = 2000):
 
     (xt, yt), (xv, yv), (xs, ys) = split(n_train), split(n_eval), split(n_eval)
     mean, std = standardisation(xt.flatten(1).float())
+    names = [str(i) for i in range(10)]
     return DataBundle(
-        "images",
-        "classification",
-        xt,
-        yt,
-        xv,
-        yv,
-        xs,
-        ys,
-        mean,
-        std,
-        class_names=[str(i) for i in range(10)],
-        input_shape=(1, 28, 28),
+        "images", "classification", xt, yt, xv, yv, xs, ys, mean, std, class_names=names, input_shape=(1, 28, 28)
     )
 
 
-def rounds(every: int, epochs: int, extra: int) -> int:
-    """How many times a diagnostic runs in a run of ``epochs`` (see mlptrain.diagnostics)."""
-    if every < 0:
-        return 0
-    due = epochs // every + (epochs % every > 0) if every > 0 else 1
-    return due + extra
+def trainer_for(name: str, out: Path, extra=()):
+    from hydra import compose, initialize_config_module
+
+    from mlptrain.config import parse
+    from mlptrain.train import Trainer
+
+    with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*CASES[name], *extra, "trainer.progress=none"])
+    return Trainer(parse(cfg), out, data=image_bundle() if "images" in name else None)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (first-call imports, allocator)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def child(name: str, jobs: int, threads: int) -> None:
+    """One process: ``jobs`` runs of ``name``; prints their (diagnostics s, fit s) as one JSON line."""
+    import torch
+
+    torch.set_num_threads(threads)
+    rows = []
+    for seed in range(jobs):
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = trainer_for(name, Path(tmp), [f"seed={seed}", f"trainer.num_threads={threads}"])
+            t0 = time.perf_counter()
+            trainer.fit()
+            fit = time.perf_counter() - t0
+            diag = trainer.outputs.diagnostics
+            rows.append((diag.seconds if diag else 0.0, fit))
+    print("RESULT " + json.dumps(rows), flush=True)
+
+
+def parts(name: str, repeats: int) -> dict:
+    """Per-round costs in this process, and the hooks' cost to an epoch with its validation."""
+    from mlptrain.diagnostics import Diagnostics
+    from mlptrain.loggers.tensorboard import TensorBoard
+    from mlptrain.progress import Progress
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = trainer_for(name, Path(tmp))
+        tb = TensorBoard(Path(tmp))
+        diag = Diagnostics(trainer, tb)
+        progress = Progress("none", 1)
+
+        def epoch():
+            trainer.train_epoch(progress)
+            trainer.outputs_of(trainer.val[0])
+
+        out = {"epoch": median_s(epoch, repeats, warmup=True)}
+        out["pictures"] = median_s(lambda: diag.pictures(1), repeats, warmup=True)
+        out["histograms"] = median_s(lambda: diag.inside(1), repeats, warmup=True)
+        out["scalars"] = median_s(lambda: diag.inside(1, histograms=False), repeats, warmup=True)
+        handles = getattr(diag, "handles", None)
+        if handles:  # armed (counting) against removed, interleaved
+            armed, bare = [], []
+            for _ in range(repeats):
+                diag.counting = True
+                armed.append(median_s(epoch, 1))
+                for h in diag.handles:
+                    h.remove()
+                diag.alive = {}
+                bare.append(median_s(epoch, 1))
+                diag.handles = diag._arm()
+            out["hooks"] = statistics.median(a / b for a, b in zip(armed, bare)) - 1
+        tb.close()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument(
-        "--every",
-        type=int,
-        default=None,
-        help="frequency for the whole-run overhead (trainer.*_every_n_epochs); default: the config's",
-    )
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=8, help="runs per process (the sweep)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args.child, args.jobs, args.threads)
 
     import torch
-    from hydra import compose, initialize_config_module
-
-    from mlptrain.config import parse
-    from mlptrain.diagnostics import Diagnostics
-    from mlptrain.loggers.tensorboard import TensorBoard
-    from mlptrain.progress import Progress
-    from mlptrain.train import Trainer
 
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}")
+    print(f"torch {torch.__version__}, {args.threads} thread(s), medians of {args.repeats}, {args.jobs}-job sweeps")
     print(
-        f"{'case':28} {'epoch s':>8} {'pictures s':>11} {'ratio':>6} {'inside s':>9} {'ratio':>6} {'scalars s':>10}"
-        f" {'ratio':>6} {'scalars at 2':>13} {'now':>12} {'s/run':>7} {'s/8 jobs':>9}"
+        f"{'case':24} {'fit s':>6} {'diag s/run':>10} {'per run':>8} {'diag s/sweep':>12} {'per sweep':>9}"
+        f" | {'epoch ms':>8} {'pictures':>9} {'histograms':>10} {'scalars':>8} {'hooks':>6}"
     )
-    for name, overrides in CASES.items():
-        with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=[*overrides, "trainer.progress=none"])
-        run = parse(cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            data = image_bundle() if "images" in name else None
-            trainer = Trainer(run, Path(tmp), data=data)
-            tb = TensorBoard(Path(tmp))
-            diag = Diagnostics(trainer, tb)
-            progress = Progress("none", 1)
-            epoch = median_time(lambda: trainer.train_epoch(progress), args.repeats)
-            pictures = median_time(lambda: diag.pictures(1), args.repeats)
-            inside = median_time(lambda: diag.inside(1), args.repeats)
-            scalars = median_time(lambda: diag.inside(1, histograms=False), args.repeats)
-            tb.close()
-        t = run.trainer
-        every_pic = args.every if args.every is not None else t.image_every_n_epochs
-        every_in = args.every if args.every is not None else t.histogram_every_n_epochs
-        # Whole-run cost: pictures at each due epoch plus the test split's (counted as a full round),
-        # the look inside at each due epoch plus once before training.
-        pics = rounds(every_pic, t.epochs, 1) * pictures
-        hist = rounds(every_in, t.epochs, 1)
-        before = (pics + hist * inside) / (t.epochs * epoch)
-        from mlptrain.diagnostics import SCALAR_POINTS
-
-        scalar_rounds = rounds(max(1, t.epochs // SCALAR_POINTS), t.epochs, 1) if every_in >= 0 else 0
-        added = max(0, scalar_rounds - hist) * scalars  # the scalars' rounds without histograms
-        after = (pics + hist * inside + added) / (t.epochs * epoch)
+    for name in CASES:
+        runs, sweeps, first_s, sweep_s, fit_s = [], [], [], [], []
+        for _ in range(args.repeats):
+            cmd = [sys.executable, __file__, "--child", name, "--jobs", str(args.jobs), "--threads", str(args.threads)]
+            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+            (d1, f1), diag, fit = rows[0], sum(d for d, _ in rows), sum(f for _, f in rows)
+            runs.append(d1 / f1)
+            sweeps.append(diag / fit)
+            first_s.append(d1)
+            sweep_s.append(diag)
+            fit_s.append(f1)
+        p = parts(name, max(3, args.repeats))
+        med = statistics.median
+        e = p["epoch"]
+        hooks = f"{p['hooks']:6.1%}" if "hooks" in p else f"{'-':>6}"
         print(
-            f"{name:28} {epoch:8.4f} {pictures:11.4f} {pictures / epoch:6.2f} {inside:9.4f} "
-            f"{inside / epoch:6.2f} {scalars:10.4f} {scalars / epoch:6.2f} {before:12.1%} {after:11.1%}"
-            f" {added:7.3f} {8 * added:9.3f}"
+            f"{name:24} {med(fit_s):6.2f} {med(first_s):10.3f} {med(runs):8.1%} {med(sweep_s):12.3f} {med(sweeps):9.1%}"
+            f" | {e * 1e3:8.1f} {p['pictures'] / e:8.2f}x {p['histograms'] / e:9.2f}x {p['scalars'] / e:7.2f}x {hooks}"
         )
 
 

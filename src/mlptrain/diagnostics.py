@@ -9,16 +9,17 @@ Called by the trainer at epoch end, never inside the step loop, and written to t
   after training, the same two for the test split on the best weights (``test/*``);
 * inside the network (``trainer.histogram_every_n_epochs``): per-layer weight and gradient
   histograms, per-layer gradient norms, activation histograms and the fraction of dead ReLU
-  units.  Gradients and activations come from one extra forward/backward pass, in eval mode,
-  over a fixed sample of the training split; ``torch.autograd.grad`` leaves the optimizer's
-  ``.grad`` alone and eval mode draws no random numbers, so the run's numbers are the same
-  with or without this.
+  units.  The gradients are those of the epoch's last training step (still in ``.grad``; before
+  training, those of one batch of the training split by ``torch.autograd.grad``, which leaves
+  ``.grad`` alone); a ReLU unit is dead when no row of the validation split switches it on (counted
+  by forward hooks during the epoch's own validation pass); activations are those of a fixed sample
+  of the training split, in eval mode.  None of this draws random numbers or touches the optimizer,
+  so the run's numbers are the same with or without it.
 
 Frequencies: ``N > 0`` every N epochs and after the last; ``0`` (the default) only after the last
 epoch (histograms: also before the first); ``-1`` never.  The gradient norms and dead-ReLU fractions
-are scalars, logged before training and about :data:`SCALAR_POINTS` times a run (every epoch of a
-run of up to 10 epochs) whenever histograms are on: a curve, not two points, at a few percent of the
-run (benchmarks/diagnostics_cost.py); the histograms
+are scalars, logged before training and after every epoch whenever histograms are on (``-1``: off),
+at a few percent of the run (``benchmarks/diagnostics_cost.py``, in docs/loggers.md); the histograms
 themselves (``weights/*``: each layer's weights, their gradients and its activations, a group that
 sorts after ``train`` and ``val``) follow ``trainer.histogram_every_n_epochs``.
 """
@@ -37,7 +38,6 @@ from mlptrain.model import ACTIVATIONS
 log = logging.getLogger("mlptrain")
 
 SAMPLE_ROWS = 1024  # rows of the training split used for gradients and activations
-SCALAR_POINTS = 10  # grad_norm/dead_relu points a run (benchmarks/diagnostics_cost.py: ~4% of a default run)
 
 
 def layer_names(model: nn.Module) -> dict[nn.Module, str]:
@@ -83,6 +83,24 @@ class Diagnostics:
         self.sample = (parts.data.x_train[:n].to(parts.device), parts.data.y_train[:n].to(parts.device))
         self.done: set[tuple[str, int]] = set()
         self.seconds = 0.0  # time spent here, reported at the end
+        # The parameters by layer (their gradients' norms are summed per layer) and the activations.
+        self.params, self.layers, self.layer_index = [], [], []
+        for m, layer in self.names.items():
+            for pname, prm in m.named_parameters(recurse=False):
+                if prm.requires_grad:
+                    if layer not in self.layers:
+                        self.layers.append(layer)
+                    self.params.append((layer, pname, prm))
+                    self.layer_index.append(self.layers.index(layer))
+        self.activations = {m: n for m, n in self.names.items() if isinstance(m, tuple(ACTIVATIONS.values()))}
+        self.relu = parts.run.model.activation == "relu"
+        # Dead ReLUs are counted by hooks during each epoch's validation pass (a compare and an ``any``
+        # per batch); without the scalars (histograms off) there are no hooks, and a compiled model gets
+        # none between epochs (they would be traced into its graph): it is counted by a pass of its own.
+        self.alive: dict[str, torch.Tensor] = {}  # per ReLU layer: which units some validation row switched on
+        armed = self.relu and self.hist_every >= 0 and not cfg.compile
+        self.handles = self._arm() if armed else []
+        self.counting = armed
 
     @classmethod
     def for_trainer(cls, parts, logger):
@@ -97,14 +115,12 @@ class Diagnostics:
         ``evaluated``: (inputs, outputs) of the validation split the loop has just evaluated."""
         t0 = time.perf_counter()
         self.evaluated = evaluated
+        self.counting = False  # our own passes (pictures, the sample) are no validation rows
         if self.hist_every >= 0:
             hist = _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done
-            # about SCALAR_POINTS points a run (every epoch up to that many epochs): a curve, at a few % of it
-            every = max(1, self.t.max_epochs // SCALAR_POINTS)
-            # logged by the epoch's own call, before its checkpoint (the final epoch's too), never by the call
-            # after training: a run killed at its end and resumed then logs them once
-            boundary = epoch == 0 or epoch >= self.t.max_epochs
-            scalars = not last and _due(every, epoch, boundary) and ("scalars", epoch) not in self.done
+            # the scalars every epoch, by the epoch's own call, before its checkpoint (the final epoch's
+            # too), never by the call after training: a run killed at its end and resumed logs them once
+            scalars = not last and ("scalars", epoch) not in self.done
             if hist or scalars:
                 self.done.add(("scalars", epoch))
                 if hist:
@@ -113,6 +129,8 @@ class Diagnostics:
         if epoch > 0 and _due(self.image_every, epoch, last) and ("img", epoch) not in self.done:
             self.done.add(("img", epoch))
             self.pictures(epoch)
+        self.alive = {}
+        self.counting = bool(self.handles) and not last  # the next epoch's validation
         self.seconds += time.perf_counter() - t0
 
     def test_end(self, step: int, evaluated, train_time: float) -> None:
@@ -123,6 +141,9 @@ class Diagnostics:
             self.evaluated = evaluated
             self.classifier_pictures("test", evaluated[0], self.t.data.y_test, step)
             self.seconds += time.perf_counter() - t0
+        for h in self.handles:  # the model leaves the run without our hooks
+            h.remove()
+        self.handles, self.counting = [], False
         log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, train_time)
 
     # --------------------------------------------------------------------------- model calls
@@ -172,56 +193,108 @@ class Diagnostics:
         self.logger.text(f"{split}/misclassified", "\n".join(lines), step)
 
     # --------------------------------------------------------------------------- inside the network
-    def inside(self, step: int, histograms: bool = True, scalars: bool = True) -> None:
-        """Gradient norms and dead ReLUs as scalars; with ``histograms``, the weights', gradients' and
-        activations' histograms too."""
-        model, task, want_scalars = self.model, self.t.task, scalars
-        acts: dict[str, torch.Tensor] = {}
+    def _count_alive(self, name: str):
+        def hook(module, _inputs, output):
+            if self.counting and not module.training:  # validation (and our own passes), never a training step
+                on = (output.detach().reshape(len(output), -1) > 0).any(0)
+                seen = self.alive.get(name)
+                self.alive[name] = on if seen is None else seen | on
 
-        def keep(name):
-            def hook(_module, _inputs, output):
-                acts[name] = output.detach()
+        return hook
 
-            return hook
+    def _arm(self) -> list:
+        return [m.register_forward_hook(self._count_alive(n)) for m, n in self.activations.items()]
 
-        relu = self.t.run.model.activation == "relu"
-        handles = [
-            m.register_forward_hook(keep(n))
-            for m, n in self.names.items()
-            if isinstance(m, tuple(ACTIVATIONS.values())) and (histograms or relu)
-        ]
+    def _dead_fractions(self) -> dict[str, torch.Tensor]:
+        """Per ReLU layer, the fraction of units no validation row switches on: counted during the
+        epoch's own validation pass when the hooks are armed, else by one pass here."""
+        if not self.alive or len(self.alive) < len(self.activations):
+            self.alive = {}
+            handles = [] if self.handles else self._arm()
+            counting, self.counting = self.counting, True
+            try:
+                self._forward_all(self.t.val[0])
+            finally:
+                self.counting = counting
+                for h in handles:
+                    h.remove()
+        dead = {f"dead_relu/{n}": (~a).float().mean() for n, a in self.alive.items()}
+        self.alive = {}
+        return dead
+
+    @torch.inference_mode()
+    def _forward_all(self, x: torch.Tensor) -> None:
+        model, bs = self.model, self.t.cfg.eval_batch_size
         was_training = model.training
         model.eval()
         try:
-            x, y = self.sample
-            loss = task.loss(model(x).float(), y)
-            params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-            grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
+            for i in range(0, len(x), bs):
+                model(x[i : i + bs])
         finally:
+            model.train(was_training)
+
+    def _gradients(self) -> list[torch.Tensor | None]:
+        """The gradients of the last training step (still in ``.grad``: the next step clears them);
+        before any step, those of one batch-sized slice of the sample, by ``torch.autograd.grad``,
+        which leaves ``.grad`` alone (and eval mode draws no random numbers)."""
+        grads = [p.grad for _, _, p in self.params]
+        if any(g is not None for g in grads):
+            return grads
+        model, (x, y) = self.model, self.sample
+        n = max(1, min(len(x), self.t.cfg.batch_size))
+        was_training = model.training
+        model.eval()
+        try:
+            loss = self.t.task.loss(model(x[:n]).float(), y[:n])
+            return list(torch.autograd.grad(loss, [p for _, _, p in self.params], allow_unused=True))
+        finally:
+            model.train(was_training)
+
+    def _activations(self) -> dict[str, torch.Tensor]:
+        """Each activation layer's outputs on the sample (for their histograms)."""
+        acts: dict[str, list[torch.Tensor]] = {}
+
+        def keep(name):
+            def hook(_module, _inputs, output):
+                acts.setdefault(name, []).append(output.detach())
+
+            return hook
+
+        handles = [m.register_forward_hook(keep(n)) for m, n in self.activations.items()]
+        counting, self.counting = self.counting, False
+        try:
+            self._forward_all(self.sample[0])
+        finally:
+            self.counting = counting
             for h in handles:
                 h.remove()
-            model.train(was_training)
-        by_module = {id(p): self.names.get(m) for m in self.names for p in m.parameters(recurse=False)}
-        norms: dict[str, torch.Tensor] = {}
-        for (pname, p), g in zip(params, grads):
-            layer = by_module.get(id(p))
-            if layer is None:
-                continue
-            tag = f"weights/{layer}.{pname.rsplit('.', 1)[-1]}"
-            if histograms:
+        return {n: torch.cat(a) for n, a in acts.items()}
+
+    def inside(self, step: int, histograms: bool = True, scalars: bool = True) -> None:
+        """Gradient norms and dead ReLUs as scalars; with ``histograms``, the weights', gradients' and
+        activations' histograms too.  The scalars cost a few small reductions: the gradients are the
+        last training step's, the ReLU units are counted during validation."""
+        grads = self._gradients()
+        present = [(i, g) for i, g in enumerate(grads) if g is not None]
+        values: dict[str, torch.Tensor] = {}
+        if scalars and present:
+            norms = torch.stack(torch._foreach_norm([g.float() for _, g in present]))  # one kernel per dtype
+            layer = torch.tensor([self.layer_index[i] for i, _ in present], device=norms.device)
+            squares = norms.square()
+            per = torch.zeros(len(self.layers), device=norms.device, dtype=squares.dtype).index_add_(0, layer, squares)
+            used = sorted({self.layer_index[i] for i, _ in present})
+            values.update({f"grad_norm/{self.layers[k]}": per[k].sqrt() for k in used})
+            values["grad_norm/total"] = squares.sum().sqrt()
+        if scalars and self.relu:
+            values.update(self._dead_fractions())
+        if histograms:
+            for (layer, pname, p), g in zip(self.params, grads):
+                tag = f"weights/{layer}.{pname}"
                 self.logger.histogram(tag, p, step)
-            if g is not None:
-                if histograms:
+                if g is not None:
                     self.logger.histogram(f"{tag}.grad", g, step)
-                norms[layer] = norms.get(layer, 0) + g.float().pow(2).sum()
-        scalars = {f"grad_norm/{k}": v.sqrt() for k, v in norms.items()}
-        if norms:
-            scalars["grad_norm/total"] = torch.stack(list(norms.values())).sum().sqrt()
-        for name, a in acts.items():
-            if histograms:
+            for name, a in self._activations().items():
                 self.logger.histogram(f"weights/{name}.activations", a, step)
-            if relu:  # a unit is dead when no input of the sample switches it on
-                scalars[f"dead_relu/{name}"] = (a.reshape(len(a), -1) <= 0).all(0).float().mean()
-        if scalars and want_scalars:
-            values = torch.stack([v.detach().float() for v in scalars.values()]).tolist()  # one transfer
-            self.logger.scalars(dict(zip(scalars, values)), step)
+        if values:
+            floats = torch.stack([v.detach().float() for v in values.values()]).tolist()  # one transfer
+            self.logger.scalars(dict(zip(values, floats)), step)
