@@ -43,21 +43,23 @@ def train(make_cfg, tmp_path):
     return _train
 
 
+def python(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 240, **popen
+) -> subprocess.CompletedProcess:
+    """``python args...`` in a subprocess, output captured, as a user's shell would start it (no HYDRA_FULL_ERROR).
+
+    ``popen``: more arguments of subprocess.run (``preexec_fn``, ``start_new_session``)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    argv = [sys.executable, *args]
+    return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
 def mlptrain(
     *args: str, cwd: Path, env: dict | None = None, timeout: float = 240, preexec_fn=None
 ) -> subprocess.CompletedProcess:
     """Run the real command (``python -m mlptrain``) in a subprocess (``preexec_fn``: run in the child first)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "mlptrain", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        preexec_fn=preexec_fn,
-    )
+    return python("-m", "mlptrain", *args, cwd=cwd, env=env, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def metrics_csv(run_dir: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -93,6 +95,24 @@ def call(main, *argv: str) -> tuple[int, str, str]:
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
     return code, out.getvalue(), err.getvalue()
+
+
+def refused_in_process(*args: str) -> tuple[int, str, str]:
+    """``mlptrain args...`` run by the command's own ``main`` in this process: (exit code, stdout, stderr).
+
+    For input the command refuses before Hydra runs (precompose, the resume checks), the same code path as
+    the subprocess without a fresh interpreter; the CLI tests keep a subprocess case of each such path."""
+    from mlptrain.cli import train as command
+
+    def not_refused():
+        raise AssertionError(f"mlptrain {' '.join(args)} was not refused before Hydra runs")
+
+    saved, hydra_main = sys.argv[:], command._hydra_main
+    sys.argv, command._hydra_main = ["mlptrain", *args], not_refused
+    try:
+        return call(lambda _: command.main())
+    finally:
+        sys.argv, command._hydra_main = saved, hydra_main
 
 
 TIMING = {"time_s", "samples_per_s", "train_time_s"}  # wall-clock fields, which no two runs share

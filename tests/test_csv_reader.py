@@ -121,14 +121,15 @@ def test_a_huge_number_in_a_decimal_target_is_refused_not_made_into_classes(tmp_
         load(path, target="y")
 
 
-def test_a_value_that_overflows_float32_is_bad_input_not_a_divergence(tmp_path):
+def test_a_value_that_overflows_float32_is_bad_input_not_a_divergence(tmp_path, train, keep_threads):
+    """A run (in-process: the command prints a DataError as its one line, exit 2, as the quote test checks)."""
     rows = table()
     rows[10][0] = "3e39"  # finite in float64, inf in float32: file line 12
     path = write(tmp_path / "t.csv", rows)
-    r = mlptrain("dataset=csv", f"dataset.path={path}", "dataset.target=y", "trainer.progress=none", cwd=tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert "line 12, column 'x': '3e39' is too large for a 32-bit float" in r.stderr
-    assert "lr" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with pytest.raises(DataError) as e:  # bad input, not a TrainingError (a divergence, which names the lr)
+        train("dataset=csv", f"dataset.path={path}", "dataset.target=y", "trainer.progress=none", tiny=False)
+    assert "line 12, column 'x': '3e39' is too large for a 32-bit float" in str(e.value)
+    assert "lr" not in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -192,11 +193,12 @@ def test_a_wrong_delimiter_names_the_one_that_works(tmp_path, delimiter, name):
     assert "is not in" not in msg
 
 
-def test_a_wrong_delimiter_from_the_command_is_one_line(tmp_path):
+def test_a_wrong_delimiter_in_a_run_is_one_line(tmp_path, train, keep_threads):
+    """In-process: the command prints a DataError as its one line, exit 2, as the quote test checks."""
     path = write(tmp_path / "t.csv", table(), delimiter=";")
-    r = mlptrain("dataset=csv", f"dataset.path={path}", "dataset.target=kind", cwd=tmp_path)
-    assert r.returncode == 2 and "set dataset.delimiter=';'" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    with pytest.raises(DataError) as e:
+        train("dataset=csv", f"dataset.path={path}", "dataset.target=kind", "trainer.progress=none", tiny=False)
+    assert "set dataset.delimiter=';'" in str(e.value) and "\n" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- the compact columns

@@ -6,8 +6,6 @@ import json
 import os
 import re
 import resource
-import subprocess
-import sys
 
 import pytest
 
@@ -39,17 +37,7 @@ def test_full_disk_on_checkpoint_write_keeps_the_previous_one(make_cfg, tmp_path
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "mlptrain", f"trainer.resume={run_dir}", "trainer.epochs=4"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        preexec_fn=small_files,
-    )
+    r = mlptrain(f"trainer.resume={run_dir}", "trainer.epochs=4", cwd=tmp_path, preexec_fn=small_files)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert re.fullmatch(
         f"mlptrain: error: cannot write checkpoint {run_dir}/(best|last).pt: File too large; "

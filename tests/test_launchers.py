@@ -13,6 +13,12 @@ import yaml
 from conftest import TINY, mlptrain
 
 
+def launched(launcher: str, sweep_dir, *overrides: str):
+    """``mlptrain -m`` of tiny jobs on ``hydra/launcher=<launcher>`` into ``sweep_dir``."""
+    args = ["-m", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep_dir}", *TINY, *overrides]
+    return mlptrain(*args, cwd=sweep_dir.parent)
+
+
 def job_metrics(sweep_dir):
     return [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
 
@@ -22,16 +28,8 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
     d = tmp_path / "sweep"
     # Three jobs, two at a time; the third fails when it runs (friedman1 is a regression set, so it
     # has no accuracy to monitor: only its data can tell, so the check before the sweep passes it).
-    r = mlptrain(
-        "-m",
-        "hydra/launcher=parallel",
-        "hydra.launcher.n_jobs=2",
-        f"hydra.sweep.dir={d}",
-        *TINY,
-        "loss=mse",
-        "trainer.monitor=acc",
-        "dataset=moons,circles,friedman1",
-        cwd=tmp_path,
+    r = launched(
+        "parallel", d, "hydra.launcher.n_jobs=2", "loss=mse", "trainer.monitor=acc", "dataset=moons,circles,friedman1"
     )
     # The failure happened in a worker process; the main process still reports it and exits 1.
     assert r.returncode == 1
@@ -57,16 +55,7 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
 def test_submitit_local_sweep_completes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     d = tmp_path / "sweep"
-    r = mlptrain(
-        "-m",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=5",
-        "hydra.launcher.cpus_per_task=1",
-        f"hydra.sweep.dir={d}",
-        "seed=0,1",
-        *TINY,
-        cwd=tmp_path,
-    )
+    r = launched("submitit_local", d, "hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "seed=0,1")
     assert r.returncode == 0, r.stderr
     jobs = job_metrics(d)
     assert [m["status"] for m in jobs] == ["completed", "completed"]

@@ -5,17 +5,15 @@ names stay bounded."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from conftest import TINY, mlptrain, untimed
+from conftest import TINY, mlptrain, python, untimed
 from mlptrain import checkpoint
 from mlptrain.jobdirs import MAX_NAME, job_dirname
 
@@ -57,17 +55,7 @@ main()
 
 def child(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -c script args...`` in its own process group (so that it can be killed whole)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        start_new_session=True,
-    )
+    return python("-c", script, *args, cwd=cwd, start_new_session=True)
 
 
 def stopped_sweep(kill_at: int, delay: float, how: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
