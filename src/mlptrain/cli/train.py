@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from mlptrain import continuation, naming, rundir, signals, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import check_resume, plan
-from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers
+from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers, reuse_compositions, scan_plugins
 from mlptrain.config import parse
 from mlptrain.continuation import resume_in_own_dir, sweep_resume_argv
 from mlptrain.errors import (
@@ -40,7 +40,7 @@ from mlptrain.errors import (
 from mlptrain.files import check_writable
 from mlptrain.jobdirs import register_resolver as register_job_dirname
 from mlptrain.jobdirs import with_fixed_keys
-from mlptrain.parallel.env import env_rank, hydra_overrides, quiet_logging, shutdown
+from mlptrain.parallel.env import env_rank, hydra_overrides, launched, quiet_logging, shutdown
 from mlptrain.registry import sweep_direction
 from mlptrain.study_config import sweeper_argv
 
@@ -109,13 +109,15 @@ def run(
     owner = rundir.own(out_dir, resume=t.resume, overwrite=t.overwrite, cleanup=not multirun)
     with owner if env_rank() == 0 else contextlib.nullcontext():
         # torch-free until here: torch is imported after validation, with the code that trains
-        from mlptrain import launch
         from mlptrain.job import JobContext, run_job
 
         ctx = JobContext(hparams_of(run_cfg.raw, choices or {}, overrides or []), list(overrides or []), direction)
 
-        if launch.should_launch(t.devices):  # trainer.devices=N: start N ranks, like torchrun
-            return launch.launch(run_cfg, out_dir, ctx)  # each rank runs run_job, which checks the direction
+        if t.devices > 1 or launched():  # torch's elastic launcher (~0.05 s to import) only where it may start ranks
+            from mlptrain import launch
+
+            if launch.should_launch(t.devices):  # trainer.devices=N: start N ranks, like torchrun
+                return launch.launch(run_cfg, out_dir, ctx)  # each rank runs run_job, which checks the direction
         return run_job(run_cfg, out_dir, ctx)
 
 
@@ -189,6 +191,19 @@ def _hydra_main(cfg: DictConfig) -> float:
     sys.exit(code)
 
 
+def register_plugins() -> None:
+    """mlptrain's sweeper and launcher, once Hydra has scanned its plugins: the scan re-executes the
+    hydra_plugins modules, and a class registered from an import made before it would not be the one
+    Hydra instantiates. Done before the first composition, the ConfigStore no longer changes between
+    precompose and Hydra's own compositions, which :func:`reuse_compositions` can then serve."""
+    scan_plugins()
+    from hydra_plugins.mlptrain_slurm import register as register_slurm
+    from hydra_plugins.mlptrain_sweeper import register as register_sweeper
+
+    register_sweeper()  # the basic sweeper, minus the per-job composition precompose has made redundant
+    register_slurm()  # hydra/launcher=slurm
+
+
 def main() -> None:
     """Console entry point."""
     if "--version" in sys.argv[1:]:
@@ -196,6 +211,7 @@ def main() -> None:
 
         print(version_text())
         return
+    reuse_compositions()  # precompose's composition serves Hydra's two of the same overrides
     try:
         if {"--help", "-h"} & set(sys.argv[1:]):
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
@@ -210,6 +226,7 @@ def main() -> None:
                 sys.argv[1:], resuming = plan(sys.argv[1:])
             except CheckpointError as e:
                 raise ConfigError(str(e)) from None
+        register_plugins()  # before precompose, so that its composition is the one Hydra's reuse
         cfg = precompose(sys.argv[1:])
         if resuming is not None and cfg is not None:
             check_resume(resuming, cfg)  # before Hydra rewrites the run dir's .hydra/
@@ -217,13 +234,6 @@ def main() -> None:
     except ConfigError as e:
         print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    # Imported after precompose: Hydra's first plugin scan re-executes the hydra_plugins modules, and a
-    # class registered from an import made before it would not be the one Hydra instantiates.
-    from hydra_plugins.mlptrain_slurm import register as register_slurm
-    from hydra_plugins.mlptrain_sweeper import register as register_sweeper
-
-    register_sweeper()  # the basic sweeper, minus the per-job composition precompose has made redundant
-    register_slurm()  # hydra/launcher=slurm
     sys.argv += hydra_overrides()  # torchrun: ranks > 0 keep no .hydra/ of their own
     try:
         # Between and around the jobs no step is left to finish: a stop signal stops the command (a
