@@ -455,11 +455,12 @@ def main() -> None:
             for kind in SHORT_JOBS:
                 m = time_multirun(args, work, kind)
                 ratio, cpu_ratio = paired(m["eight"], m["one"]), paired(m["eight_cpu"], m["one_cpu"])
+                extra = [(e - o) / 7 for e, o in zip(m["eight"], m["one"])]  # what each further job adds
                 results[f"multirun {kind}"] = statistics.median(ratio)
                 print(
                     f"multirun, {kind} short job ({' '.join(SHORT_JOBS[kind])}): one job {fmt_stats(m['one'])} s, "
                     f"-m seed=0..7 (8 jobs, one process) {fmt_stats(m['eight'])} s; ratio wall "
-                    f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}"
+                    f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}; each extra job {fmt_stats(extra)} s"
                 )
         print_targets(results, batches[0], args.epochs)
     finally:
