@@ -269,7 +269,7 @@ SHORT_JOBS = {
 def time_multirun(args, work: Path, kind: str) -> dict[str, list[float]]:
     """One short job as a process, against a multirun of 8 such jobs in one process (Hydra's basic
     launcher runs them in-process: torch, the CLI and the dataset are loaded once)."""
-    short = [*SHORT_JOBS[kind], "trainer.progress=none", f"trainer.device={args.device}"]
+    short = [*SHORT_JOBS[kind], "trainer.progress=none", f"trainer.device={args.device}", *args.multirun_extra.split()]
     if kind == "mnist":
         short.append(f"dataset.data_dir={args.data_dir}")
     out: dict[str, list[float]] = {"one": [], "eight": [], "one_cpu": [], "eight_cpu": []}
@@ -400,6 +400,12 @@ def main() -> None:
     )
     p.add_argument("--variants", default="", help="extra mlptrain contenders: bf16, fp16, compile (comma-separated)")
     p.add_argument("--skip", default="", help="skip parts: main, dataloader, help, multirun (comma-separated)")
+    p.add_argument(
+        "--multirun-extra",
+        default="",
+        help="overrides added to both multirun short jobs (space-separated), e.g. to see what the pictures cost: "
+        "'trainer.image_every_n_epochs=-1 trainer.histogram_every_n_epochs=-1'",
+    )
     p.add_argument("--scaling", action="store_true", help="only the width and batch-size scaling curve")
     p.add_argument("--budget", type=float, default=15.0, help="--scaling: GFLOP per timing (default 15)")
     args = p.parse_args()
@@ -455,11 +461,12 @@ def main() -> None:
             for kind in SHORT_JOBS:
                 m = time_multirun(args, work, kind)
                 ratio, cpu_ratio = paired(m["eight"], m["one"]), paired(m["eight_cpu"], m["one_cpu"])
+                extra = [(e - o) / 7 for e, o in zip(m["eight"], m["one"])]  # what each further job adds
                 results[f"multirun {kind}"] = statistics.median(ratio)
                 print(
                     f"multirun, {kind} short job ({' '.join(SHORT_JOBS[kind])}): one job {fmt_stats(m['one'])} s, "
                     f"-m seed=0..7 (8 jobs, one process) {fmt_stats(m['eight'])} s; ratio wall "
-                    f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}"
+                    f"{fmt_stats(ratio)}, CPU {fmt_stats(cpu_ratio)}; each extra job {fmt_stats(extra)} s"
                 )
         print_targets(results, batches[0], args.epochs)
     finally:

@@ -8,6 +8,7 @@ Nothing here imports torch, so ``mlptrain --help`` and validation stay fast.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 from dataclasses import dataclass
@@ -100,9 +101,24 @@ def _resolve(cfg: DictConfig) -> dict:
 TOP_LEVEL = ("dataset", "model", "loss", "optim", "scheduler", "trainer", "seed", "hparams_search")
 
 
+# Configs already parsed, by their resolved values: precompose validates every job of a sweep, and
+# each job of an in-process sweep then parses the same config again (~30 ms of OmegaConf merges a job).
+_parsed: dict[str, RunConfig] = {}
+
+
 def parse(cfg: DictConfig) -> RunConfig:
     """Validate the composed config and return typed objects, or raise ConfigError."""
-    cfg = OmegaConf.create(_resolve(cfg))
+    plain = _resolve(cfg)
+    key = repr(plain)  # plain containers: 1, 1.0 and True differ in their repr
+    if key not in _parsed:
+        if len(_parsed) >= 256:  # a long sweep: keep the memory bounded
+            _parsed.clear()
+        _parsed[key] = _parse(plain)
+    return copy.deepcopy(_parsed[key])  # the caller may change its copy (threads per rank, auto sizes)
+
+
+def _parse(plain: dict) -> RunConfig:
+    cfg = OmegaConf.create(plain)
     unknown = [k for k in cfg.keys() if k not in TOP_LEVEL and k != "name"]  # name: the run dir's (naming.py)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level key; valid keys: {', '.join(TOP_LEVEL[:-1])}")

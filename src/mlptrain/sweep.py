@@ -66,11 +66,26 @@ def _split(override: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
-def read_job(job: Path) -> dict:
-    """A job's overrides and metrics; a job without a final status is reported as incomplete."""
+# Each job's overrides, parsed once per version of its file: the summary is rewritten after every job
+# and reads every job's, and YAML parsing (pure Python) would make a long sweep's summaries quadratic.
+_overrides_read: dict[str, tuple[tuple[int, int, int], list]] = {}
+
+
+def _overrides(job: Path) -> list:
     import yaml
 
-    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    path = job / ".hydra" / "overrides.yaml"
+    st = path.stat()
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)
+    known = _overrides_read.get(str(path))
+    if known is None or known[0] != version:
+        known = _overrides_read[str(path)] = (version, yaml.safe_load(path.read_text()) or [])
+    return list(known[1])
+
+
+def read_job(job: Path) -> dict:
+    """A job's overrides and metrics; a job without a final status is reported as incomplete."""
+    overrides = _overrides(job)
     try:
         metrics = json.loads((job / "metrics.json").read_text())
     except (OSError, ValueError):
