@@ -7,8 +7,8 @@ as an in-process sweep does, with ``Trainer.fit``: the diagnostics time themselv
 ``fit`` wall time in the same process.  ``per run`` is the first job of a process (a run from the shell,
 paying the one-off costs); ``per sweep`` is all of them.  Then, in this process, the parts: one
 training epoch, one round of pictures, of histograms (with the scalars) and of the scalars alone, each
-as a ratio of the epoch; and the counting hooks' cost to an epoch and its validation pass (armed vs
-removed, interleaved).  Medians of --repeats.
+as a ratio of the epoch; and the counting hooks' cost to an epoch and its validation pass (armed for
+the validation or not, interleaved).  Medians of --repeats.
 
     python benchmarks/diagnostics_cost.py [--repeats 3] [--jobs 8] [--threads 1]
 
@@ -109,17 +109,18 @@ def parts(name: str, repeats: int) -> dict:
         out["pictures"] = median_s(lambda: diag.pictures(1), repeats, warmup=True)
         out["histograms"] = median_s(lambda: diag.inside(1), repeats, warmup=True)
         out["scalars"] = median_s(lambda: diag.inside(1, histograms=False), repeats, warmup=True)
-        handles = getattr(diag, "handles", None)
-        if handles:  # armed (counting) against removed, interleaved
+        if hasattr(diag, "before_validation"):  # armed for the validation pass (or not), interleaved
             armed, bare = [], []
+
+            def counted():
+                trainer.train_epoch(progress)
+                diag.before_validation()
+                trainer.outputs_of(trainer.val[0])
+                diag._disarm()
+
             for _ in range(repeats):
-                diag.counting = True
-                armed.append(median_s(epoch, 1))
-                for h in diag.handles:
-                    h.remove()
-                diag.alive = {}
+                armed.append(median_s(counted, 1))
                 bare.append(median_s(epoch, 1))
-                diag.handles = diag._arm()
             out["hooks"] = statistics.median(a / b for a, b in zip(armed, bare)) - 1
         tb.close()
     return out

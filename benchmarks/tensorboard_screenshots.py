@@ -21,18 +21,20 @@ import urllib.request
 from pathlib import Path
 
 COMMON = ["trainer.num_threads=1", "trainer.progress=none"]
+# The single runs are named (``name=``: their folder is ``<time>_<name>``), so the pages below can pick
+# their run by that name, whatever their dataset or overrides.
 RUNS = {
     "sweep": ["-m", "optim=sgd,adam,momentum", "seed=0,1", "trainer.epochs=2", *COMMON],
-    "regression": ["dataset=sine", "loss=gaussian_nll", "trainer.epochs=2", *COMMON],
-    "mnist": ["dataset=mnist", "model.hidden=[128]", "trainer.epochs=1", *COMMON],
+    "regression": ["dataset=sine", "loss=gaussian_nll", "trainer.epochs=2", "name=regression", *COMMON],
+    "mnist": ["dataset=mnist", "model.hidden=[128]", "trainer.epochs=1", "name=mnist", *COMMON],
 }
 PAGES = {
     "hparams": "#hparams",
     "timeseries": "#timeseries",
     "scalars": "#scalars",
     "images": "#images",
-    "images_regression": "#images&regexInput=regression",
-    "images_mnist": "#images&regexInput=mnist",
+    "images_regression": "#images&regexInput=_regression",
+    "images_mnist": "#images&regexInput=_mnist",
 }
 
 

@@ -258,7 +258,8 @@ def test_a_sweep_over_tasks_ranks_each_under_its_own_objective_and_labels_the_be
     s = sweep.write_summary(tmp_path)
     assert [r["job"] for r in s["rows"]] == ["2_dataset=xor", "1_dataset=moons", "0_dataset=sine"]
     header = read_csv(tmp_path)[0]
-    assert "val/loss at best epoch" in header and "best val/loss" not in header and "best val/acc" not in header
+    assert "val/loss at best val/acc epoch" in header and "val/loss at best val/rmse epoch" in header
+    assert "best val/loss" not in header and "best val/acc" not in header
     md = (tmp_path / "summary.md").read_text()
     assert "Objectives: val/acc (max), val/rmse (min); jobs ranked within each" in md
     assert "| 3 | 0 | sine | completed | val/rmse | 0.3 |" in md

@@ -88,11 +88,14 @@ def test_a_mixed_logdir_shows_every_runs_columns_with_the_swept_ones_first(tmp_p
     by_loss = {}
     for g in groups:
         by_loss.setdefault(g["hparams"]["loss"], []).append({v["name"]["tag"] for v in g["metricValues"]})
-    assert len(by_loss["auto"]) == 2 and len(by_loss["gaussian_nll"]) == 1  # loss=auto: cross-entropy here
+    assert len(by_loss["cross_entropy"]) == 2 and len(by_loss["gaussian_nll"]) == 1  # loss=auto, as resolved
     (regression,) = by_loss["gaussian_nll"]
     assert {"hparam/test_rmse", "hparam/test_coverage95", "hparam/best_val_nll"} <= regression
     assert "hparam/test_nll" not in regression  # the Gaussian NLL's loss is its nll: one column, not two
-    assert all("hparam/test_nll" not in m for m in by_loss["auto"])  # cross-entropy: its loss
+    assert all("hparam/test_nll" not in m for m in by_loss["cross_entropy"])  # cross-entropy: its loss
+    # auto values as resolved, integers as integers (TINY sets the epochs, the batch size is auto)
+    assert {g["hparams"]["trainer.batch_size"] for g in groups} == {"32"}
+    assert {g["hparams"]["trainer.epochs"] for g in groups} == {"1"}
 
     # a single run's folder is named after its overrides, execution-only keys left out
     (run,) = [p for p in (tmp_path / "outputs").glob("20*/*") if p.is_dir()]

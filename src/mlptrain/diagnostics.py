@@ -12,7 +12,7 @@ Called by the trainer at epoch end, never inside the step loop, and written to t
   units.  The gradients are those of the epoch's last training step (still in ``.grad``; before
   training, those of one batch of the training split by ``torch.autograd.grad``, which leaves
   ``.grad`` alone); a ReLU unit is dead when no row of the validation split switches it on (counted
-  by forward hooks during the epoch's own validation pass); activations are those of a fixed sample
+  by forward hooks armed for the epoch's own validation pass only); activations are those of a fixed sample
   of the training split, in eval mode.  None of this draws random numbers or touches the optimizer,
   so the run's numbers are the same with or without it.
 
@@ -95,12 +95,19 @@ class Diagnostics:
         self.activations = {m: n for m, n in self.names.items() if isinstance(m, tuple(ACTIVATIONS.values()))}
         self.relu = parts.run.model.activation == "relu"
         # Dead ReLUs are counted by hooks during each epoch's validation pass (a compare and an ``any``
-        # per batch); without the scalars (histograms off) there are no hooks, and a compiled model gets
-        # none between epochs (they would be traced into its graph): it is counted by a pass of its own.
+        # per batch), armed by before_validation and removed at epoch end; without the scalars (histograms
+        # off) there are none, and a compiled model gets none (they would be traced into its graph): it is
+        # counted by a pass of its own.
         self.alive: dict[str, torch.Tensor] = {}  # per ReLU layer: which units some validation row switched on
-        armed = self.relu and self.hist_every >= 0 and not cfg.compile
-        self.handles = self._arm() if armed else []
-        self.counting = armed
+        self.armable = self.relu and self.hist_every >= 0 and not cfg.compile
+        self.handles: list = []  # armed for a validation pass only: a hook costs every training step ~35 us
+        self.counting = False
+
+    def before_validation(self) -> None:
+        """The loop is about to validate: count the ReLU units its rows switch on (for this epoch's
+        ``dead_relu/*``); the hooks are removed again by :meth:`epoch_end`."""
+        if self.armable and not self.handles:
+            self.alive, self.handles, self.counting = {}, self._arm(), True
 
     @classmethod
     def for_trainer(cls, parts, logger):
@@ -116,6 +123,8 @@ class Diagnostics:
         t0 = time.perf_counter()
         self.evaluated = evaluated
         self.counting = False  # our own passes (pictures, the sample) are no validation rows
+        if not self.handles:  # not counted during validation (none this epoch, or a compiled model)
+            self.alive = {}
         if self.hist_every >= 0:
             hist = _due(self.hist_every, epoch, last or epoch == 0) and ("hist", epoch) not in self.done
             # the scalars every epoch, by the epoch's own call, before its checkpoint (the final epoch's
@@ -129,9 +138,13 @@ class Diagnostics:
         if epoch > 0 and _due(self.image_every, epoch, last) and ("img", epoch) not in self.done:
             self.done.add(("img", epoch))
             self.pictures(epoch)
-        self.alive = {}
-        self.counting = bool(self.handles) and not last  # the next epoch's validation
+        self._disarm()
         self.seconds += time.perf_counter() - t0
+
+    def _disarm(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.alive, self.handles, self.counting = {}, [], False
 
     def test_end(self, step: int, evaluated, train_time: float) -> None:
         """After testing (the model holds the best weights): the test split's pictures.
@@ -141,9 +154,7 @@ class Diagnostics:
             self.evaluated = evaluated
             self.classifier_pictures("test", evaluated[0], self.t.data.y_test, step)
             self.seconds += time.perf_counter() - t0
-        for h in self.handles:  # the model leaves the run without our hooks
-            h.remove()
-        self.handles, self.counting = [], False
+        self._disarm()
         log.info("diagnostics: %.2fs in total (training %.2fs)", self.seconds, train_time)
 
     # --------------------------------------------------------------------------- model calls

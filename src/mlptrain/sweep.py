@@ -108,16 +108,24 @@ def read_job(job: Path) -> dict:
 
 
 def flat_metrics(m: dict) -> dict[str, float]:
-    """The numbers of one metrics.json, as ``best val/x``, ``final train/x``, ``test/x`` ... columns."""
+    """The numbers of one metrics.json, as ``val/m (best)``, ``val/x at best val/m epoch``, ``final train/x``,
+    ``test/x`` ... columns."""
     out: dict[str, float] = {}
     if m.get("monitor"):
         out[f"{m['monitor']} (best)"] = m.get("objective")
     out["best_epoch"] = m.get("best_epoch")
     out["epochs"] = m.get("epochs")
-    # m["best"]: every validation metric at the best epoch (of the monitored one, which is the objective)
-    out.update({f"{k} at best epoch": v for k, v in (m.get("best") or {}).items() if k != m.get("monitor")})
-    out.update({f"final {k}": v for k, v in (m.get("final") or {}).items() if "/" in k})
-    out.update({f"test/{k}": v for k, v in (m.get("test") or {}).items()})
+    # m["best"]: every validation metric at the best epoch of the monitored one (the objective), labelled
+    # so; where the loss is the nll (cross-entropy, Gaussian NLL: equal at the best epoch) one of the
+    # twins is left out, as in TensorBoard: the objective's, else the nll
+    best, monitor = m.get("best") or {}, m.get("monitor")
+    loss, nll = best.get("val/loss"), best.get("val/nll")
+    twin = isinstance(loss, float) and isinstance(nll, float) and math.isclose(loss, nll, rel_tol=1e-6, abs_tol=1e-9)
+    same = {"val/loss" if monitor == "val/nll" else "val/nll"} if twin else set()
+    out.update({f"{k} at best {monitor} epoch": v for k, v in best.items() if k != monitor and k not in same})
+    final = {k: v for k, v in (m.get("final") or {}).items() if "/" in k and not (twin and k.endswith("/nll"))}
+    out.update({f"final {k}": v for k, v in final.items()})
+    out.update({f"test/{k}": v for k, v in (m.get("test") or {}).items() if not (twin and k == "nll")})
     out["train_time_s"] = m.get("train_time_s")
     return out
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlptrain.errors import ConfigError
 from mlptrain.loggers.base import Fanout, Logger, NullLogger, ResumePoint, write_failure
+from mlptrain.loggers.hparams import resolved
 from mlptrain.registry import LOGGERS
 
 __all__ = ["LOGGERS", "Fanout", "Logger", "NullLogger", "ResumePoint", "build_loggers", "logger_class"]
@@ -60,7 +61,7 @@ def build_loggers(
             if not logger.continued:
                 if config is not None:
                     logger.text("config", "```yaml\n" + config_yaml(config) + "```")
-                logger.hparams_start(hparams or {}, list(metric_tags))
+                logger.hparams_start(resolved(hparams or {}, config or {}), list(metric_tags))
     except BaseException as e:
         try:
             Fanout(opened).close()

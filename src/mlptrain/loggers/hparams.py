@@ -43,6 +43,22 @@ def value(v):
     return str(v)
 
 
+def resolved(hparams: dict, config: dict) -> dict:
+    """``hparams`` with each ``auto`` value as the run resolved it in ``config`` (the resolved config:
+    ``loss`` -> ``cross_entropy``, ``trainer.batch_size`` -> ``128``, ...); a group choice ``loss`` is
+    the loss's name."""
+
+    def lookup(key: str):
+        node = config
+        for part in ("loss.name" if key == "loss" else key).split("."):
+            if not isinstance(node, dict) or part not in node:
+                return "auto"
+            node = node[part]
+        return node
+
+    return {k: lookup(k) if v == "auto" else v for k, v in hparams.items()}
+
+
 def display_name(tag: str) -> str:
     """``hparam/best_val_acc`` -> ``best val/acc``, ``hparam/test_rmse`` -> ``test/rmse``."""
     name = tag.removeprefix("hparam/")

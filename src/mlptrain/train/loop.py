@@ -297,6 +297,7 @@ class Trainer:
                 train = self.train_epoch(out.progress)
                 dt = time.perf_counter() - self._epoch_t0
                 signals.pause("validation")
+                out.before_validation()
                 val_out = (p.val[0], self.outputs_of(p.val[0], calibrate_on=p.val[1]))
                 val = p.task.metrics(val_out[1], p.val[1])
                 self.guards.check_val(val, train)

@@ -65,9 +65,14 @@ class RunOutputs:
         )
 
     def resolved_config(self) -> dict:
-        """The run's config with its ``auto`` values as they were resolved (device, monitor, mode, threads)."""
+        """The run's config with its ``auto`` values as they were resolved (loss, batch size, epochs,
+        early stopping, device, monitor, mode, threads)."""
         p = self.p
         raw = {**p.run.raw, "trainer": dict(p.run.raw.get("trainer", {}))}
+        raw["loss"] = {**raw.get("loss", {}), "name": p.task.loss_name}
+        es = p.cfg.early_stopping
+        stopping = {**raw["trainer"].get("early_stopping", {}), "enabled": es.enabled, "patience": es.patience}
+        raw["trainer"].update(batch_size=p.cfg.batch_size, epochs=p.cfg.epochs, early_stopping=stopping)
         raw["trainer"].update(device=str(p.device), monitor=p.monitor, mode=p.mode)
         if not raw["trainer"].get("num_threads"):
             raw["trainer"]["num_threads"] = torch.get_num_threads()
@@ -82,6 +87,10 @@ class RunOutputs:
         self.progress.end_epoch(self._epoch_line(row, improved))
         if self.diagnostics:
             self.diagnostics.epoch_end(s.epoch, evaluated=val_outputs)
+
+    def before_validation(self) -> None:
+        if self.diagnostics:
+            self.diagnostics.before_validation()  # dead ReLUs are counted on the validation pass
 
     def before_checkpoint(self) -> None:
         self.loggers.flush()  # the logs up to this checkpoint are on disk: a resume keeps exactly those
