@@ -7,6 +7,7 @@ import csv
 import json
 import random
 import shutil
+import signal
 import statistics
 from pathlib import Path
 
@@ -178,3 +179,96 @@ def test_a_sweep_over_other_keys_and_folds_gives_one_row_per_setting(tmp_path):
     section = md.split("## Mean ± std over folds")[1].strip().splitlines()
     assert section[0].startswith("| optim | folds | completed |") and len(section) == 4
     assert {ln.split(" | ")[0] for ln in section[2:]} == {"| sgd", "| adam"}
+
+
+# ----------------------------------------------------------------------------- trainer.refit
+REFIT = [
+    "dataset=csv",
+    "dataset.target=y",
+    "model.hidden=[8]",
+    "trainer.epochs=6",
+    "trainer.monitor=loss",
+    "trainer.refit=true",
+    "trainer.checkpoint_every_n_steps=1",
+    "trainer.checkpoint_interval_s=0",
+    *QUIET,
+]
+
+
+def weights(path: Path) -> dict:
+    from mlptrain import checkpoint
+
+    return checkpoint.load(path)["model"]
+
+
+def test_refit_trains_on_train_and_val_for_the_best_epochs_and_is_the_runs_model(train, tmp_path, keep_threads):
+    from mlptrain import evaluate
+
+    write_table(tmp_path / "t.csv")
+    run = tmp_path / "run"
+    m = train(*REFIT, f"dataset.path={tmp_path / 't.csv'}", "trainer.loggers=[tensorboard]", out=run, tiny=False)
+    r = json.loads((run / "refit" / "metrics.json").read_text())
+    sizes = torch.load(run / "last.pt", weights_only=True)["data"]["sizes"]  # the selection's splits
+    assert m["refit"]["train_rows"] == sizes["train"] + sizes["val"] == 38
+    assert m["refit"]["epochs"] == r["epochs"] == m["best_epoch"] >= 1  # the selected number of epochs
+    assert m["epochs"] == 6 and m["best"] and m["objective"] == m["best"]["val/loss"]  # the selection's record
+    assert m["test"] == r["test"] and m["refit"]["selection_test"] != m["test"]
+    # the same schedule length: the lr is planned over the selection's 6 epochs, then it stops
+    assert torch.load(run / "refit" / "last.pt", weights_only=True)["config"]["trainer"]["epochs"] == 6
+    assert len(r["history"]) == m["best_epoch"] and (m["best_epoch"] == 6 or r["history"][-1]["lr"] > 1e-6)
+    assert (run / "best.pt").read_bytes() == (run / "refit" / "best.pt").read_bytes()
+    code, out, err = call(evaluate.eval_main, str(run))  # the run's model is the refit one
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["acc"] == pytest.approx(m["test"]["acc"])
+    assert list((run / "refit").glob("events.out.tfevents.*"))  # TensorBoard: the refit is a run of its own
+
+
+@pytest.mark.parametrize("how", ["sigint", "crash"])
+def test_a_refit_stopped_midway_resumes_to_the_same_model(train, make_cfg, tmp_path, monkeypatch, keep_threads, how):
+    """Stopped in the refit (a SIGINT, or a crash that leaves only the periodic last.pt, as a SIGKILL
+    would), the run resumes the refit from refit/last.pt and ends as the run that was never stopped."""
+    from mlptrain import cli
+    from mlptrain.progress import Progress
+
+    write_table(tmp_path / "t.csv")
+    args = [*REFIT, f"dataset.path={tmp_path / 't.csv'}"]
+    ref = tmp_path / "ref"
+    m = train(*args, out=ref, tiny=False)
+    selection_steps = m["steps"]
+    step, seen = Progress.step, []
+
+    def stop(self, i, n):
+        step(self, i, n)
+        seen.append(i)
+        if len(seen) == selection_steps + 2:  # the refit's 2nd step
+            if how == "sigint":
+                signal.raise_signal(signal.SIGINT)
+            else:
+                raise RuntimeError("killed")
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(Progress, "step", stop)
+    with pytest.raises(Exception) as e:
+        cli.run(make_cfg(*args), run)
+    monkeypatch.undo()
+    if how == "sigint":
+        assert "interrupted during the refit; resume the run with: mlptrain trainer.resume=" in str(e.value)
+    assert (run / "refit" / "last.pt").is_file() and json.loads((run / "metrics.json").read_text())["status"] != (
+        "completed"
+    )
+    cli.run(make_cfg(*args, f"trainer.resume={run}"), run)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, run))
+    assert b["status"] == "completed" and b["test"] == a["test"] and b["refit"] == a["refit"]
+    wa, wb = weights(ref / "best.pt"), weights(run / "best.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_refit_of_a_fold_is_refused_in_one_line(make_cfg):
+    from mlptrain.config import parse
+
+    cfg = make_cfg("dataset=csv", "dataset.path=t.csv", "dataset.target=y", "dataset.folds=3", "dataset.fold=0")
+    cfg.trainer.refit = True
+    with pytest.raises(ConfigError, match=r"^trainer.refit: a cross-validation fold is scored on its held-out fold"):
+        parse(cfg)
+    with pytest.raises(ConfigError, match=r"^trainer.refit: retrains for the selected number of epochs"):
+        parse(make_cfg("trainer.refit=true", "trainer.max_steps=5"))

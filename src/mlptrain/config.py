@@ -147,6 +147,12 @@ def _parse(plain: dict) -> RunConfig:
         seed=seed,
         raw=OmegaConf.to_container(cfg),
     )
+    check(
+        not (run.trainer.refit and getattr(run.dataset, "fold", None) is not None),
+        "trainer.refit",
+        "a cross-validation fold is scored on its held-out fold; refit the chosen setting in a run without "
+        "dataset.folds",
+    )
     known = dataset_task(run.dataset)
     if known:  # a loss that cannot fit fails here, before any data is loaded or downloaded
         problem = loss_misfit(run.loss.name, ds_name, *known)

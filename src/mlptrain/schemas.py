@@ -248,6 +248,8 @@ class TrainerConfig:
     # (histograms: also before the first); -1 = off.  See mlptrain.diagnostics.
     histogram_every_n_epochs: int = 0
     image_every_n_epochs: int = 0
+    # After selecting the best epoch: retrain on train + val for that many epochs, test that (train/refit.py)
+    refit: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):
@@ -276,6 +278,11 @@ class TrainerConfig:
             "batch_size" in auto or self.batch_size >= 1, "trainer.batch_size", f"must be >= 1, got {self.batch_size}"
         )
         check(self.retries >= 0, "trainer.retries", f"must be >= 0, got {self.retries}")
+        check(
+            not (self.refit and self.max_steps > 0),
+            "trainer.refit",
+            "retrains for the selected number of epochs: set trainer.epochs, not trainer.max_steps",
+        )
         check(self.eval_batch_size >= 1, "trainer.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         dev = self.device
         ok = dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())

@@ -27,6 +27,7 @@ from mlptrain.progress import Progress
 from mlptrain.train.folds import write_val_predictions
 from mlptrain.train.guards import Guards, clip_stats
 from mlptrain.train.outputs import RunOutputs
+from mlptrain.train.refit import refit
 from mlptrain.train.setup import build
 from mlptrain.train.state import Checkpoints, MidEpoch, State, already_finished, early_stop_due
 
@@ -63,6 +64,7 @@ class Trainer:
         self._written_at = time.monotonic()
         self._unwritten = False
         self._best_snapshot: dict | None = None
+        self.refit_epochs: int | None = None  # a refit (mlptrain.train.refit): stop here, keep the last weights
 
     def __getattr__(self, name: str):
         """The parts (model, optimizer, schedule, task, data, monitor, mode, ...) as the trainer's own
@@ -285,6 +287,7 @@ class Trainer:
             stop_reason == "completed"
             and state.epoch < p.max_epochs
             and (cfg.max_steps < 0 or state.step < cfg.max_steps)
+            and (self.refit_epochs is None or state.epoch < self.refit_epochs)
         ):
             out.progress.start_epoch(state.epoch + 1)
             # time already spent in this epoch before a mid-epoch checkpoint counts too
@@ -311,7 +314,8 @@ class Trainer:
             lr = step_lrs[-1] if step_lrs else p.optimizer.param_groups[0]["lr"]  # the lr this epoch ended on
             value = val[p.monitor]
             p.schedule.step_epoch(value)
-            improved = self._improved(value, state.best_value)  # any improvement keeps the weights
+            # any improvement keeps the weights; a refit keeps its last ones (it has no validation split)
+            improved = self.refit_epochs is not None or self._improved(value, state.best_value)
             if improved:
                 state.best_value, state.best_epoch = value, state.epoch
                 self.best_weights = copy.deepcopy(p.model.state_dict())
@@ -332,6 +336,7 @@ class Trainer:
             out.epoch(row, improved, step_lrs, val_out)
             pruned = epoch_hook is not None and epoch_hook(state.epoch, value)
             last = state.epoch >= p.max_epochs or 0 < cfg.max_steps <= state.step or early_stop_due(p, state) or pruned
+            last = last or (self.refit_epochs is not None and state.epoch >= self.refit_epochs)
             self._epoch_end_checkpoint(improved, last)
             if pruned:
                 stop_reason = "pruned"
@@ -360,4 +365,11 @@ class Trainer:
         signals.pause("test")
         test_out = self.outputs_of(x_test)
         write_val_predictions(self.out_dir, p, self.outputs_of)  # a CV fold's out-of-fold rows
-        return out.end(stop_reason, p.task.metrics(test_out, y_test), (x_test, test_out))
+        test = p.task.metrics(test_out, y_test)
+        if cfg.refit:  # retrain on train + val for the selected epochs: its model and test are the run's
+            try:
+                test, out.extra["refit"] = refit(self, test, resumed)
+            except TrainingInterrupted:
+                out.fail("interrupted")
+                raise
+        return out.end(stop_reason, test, (x_test, test_out))

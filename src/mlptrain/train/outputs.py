@@ -32,6 +32,7 @@ class RunOutputs:
         self.loggers = NullLogger()
         self.diagnostics: Diagnostics | None = None
         self.progress: Progress | None = None
+        self.extra: dict = {}  # more of metrics.json (a refit's record)
 
     def start(self, resumed: bool, saved_at: float | None) -> None:
         """Open the loggers (a run resumed in its own dir continues its logs, cut back to the checkpoint:
@@ -152,6 +153,7 @@ class RunOutputs:
                 "device": str(p.device),
             },
             "history": s.history,
+            **self.extra,
         }
         if p.dist.is_main:
             write_json(self.out_dir / "metrics.json", result)
