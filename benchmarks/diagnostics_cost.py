@@ -10,7 +10,7 @@ training epoch, one round of pictures, of histograms (with the scalars) and of t
 as a ratio of the epoch; and the counting hooks' cost to an epoch and its validation pass (armed for
 the validation or not, interleaved).  Medians of --repeats.
 
-    python benchmarks/diagnostics_cost.py [--repeats 3] [--jobs 8] [--threads 1]
+    python benchmarks/diagnostics_cost.py [--repeats 3] [--jobs 8] [--threads 1] [--cases images]
 
 Point PYTHONPATH at another checkout's src/ to measure its code the same way (the "before").
 """
@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=8, help="runs per process (the sweep)")
+    ap.add_argument("--cases", default="", help="only the cases whose name contains this")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -144,7 +145,7 @@ def main() -> None:
         f"{'case':24} {'fit s':>6} {'diag s/run':>10} {'per run':>8} {'diag s/sweep':>12} {'per sweep':>9}"
         f" | {'epoch ms':>8} {'pictures':>9} {'histograms':>10} {'scalars':>8} {'hooks':>6}"
     )
-    for name in CASES:
+    for name in [c for c in CASES if args.cases in c]:
         runs, sweeps, first_s, sweep_s, fit_s = [], [], [], [], []
         for _ in range(args.repeats):
             cmd = [sys.executable, __file__, "--child", name, "--jobs", str(args.jobs), "--threads", str(args.threads)]
