@@ -76,6 +76,7 @@ class CsvConfig:
     seed: int = 0
     # Classification splits keep the class proportions (csv.yaml: true; false where a config predates it).
     stratify: bool = False
+    weight: str | None = None  # a column of per-row weights >= 0 for the training loss (not a feature)
 
     def __post_init__(self) -> None:
         check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")

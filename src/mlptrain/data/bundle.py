@@ -29,6 +29,8 @@ class DataBundle:
     input_shape: tuple[int, ...] = ()
     # Anything a predictor needs to encode raw inputs the same way (CSV encoders).
     preprocess: dict = field(default_factory=dict)
+    # Per-row weights of the training loss (a CSV's dataset.weight column), or None: every row counts once.
+    w_train: torch.Tensor | None = None
 
     @property
     def in_features(self) -> int:

@@ -195,6 +195,17 @@ def _input_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def _row_weights(table: Table, column: str) -> torch.Tensor:
+    """dataset.weight: one finite number >= 0 per row (a missing or bad cell is refused, with its line)."""
+    out = []
+    for i, v in enumerate(table.column(column, "dataset.weight")):
+        x = parse_number(v)
+        if x is None or x < 0:
+            raise DataError(f"{table.where(i, column)}: {v!r} is not a weight; dataset.weight needs a number >= 0")
+        out.append(x)
+    return torch.tensor(out, dtype=torch.float32)
+
+
 def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
     values = table.column(target, "dataset.target")
     bad = [i for i, v in enumerate(values) if cells.is_missing(v)]
@@ -213,13 +224,20 @@ def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
 def load_csv(cfg) -> DataBundle:
     cells = Cells(cfg.na_values, cfg.missing)
     main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter, cfg.categorical, cfg.target)
-    target = cfg.target
+    target, weight = cfg.target, cfg.weight
     main.column(target, "dataset.target")
+    if weight is not None:
+        main.column(weight, "dataset.weight")
+        if weight == target:
+            raise DataError(f"dataset.weight: the target {target!r} cannot also be the weight column")
     if cfg.features:
         features = list(cfg.features)
-    else:  # every other column, but a pandas index or a per-row text id (mlptrain.data.columns)
-        junk = junk_columns(main.header, main.columns, target, cells)
-        features = [h for h in main.header if h != target and h not in junk]
+        if weight in features:
+            raise DataError(f"dataset.features: the weight column {weight!r} cannot also be a feature")
+    else:  # every other column, but the weights, a pandas index or a per-row text id (mlptrain.data.columns)
+        header = [h for h in main.header if h != weight]
+        junk = junk_columns(header, main.columns, target, cells)
+        features = [h for h in header if h != target and h not in junk]
     for f in features:
         main.column(f, "dataset.features")
     if target in features:
@@ -230,6 +248,7 @@ def load_csv(cfg) -> DataBundle:
     if unknown:
         raise DataError(f"dataset.categorical: {unknown[0]!r} is not a feature column; features: {', '.join(features)}")
     _drop_missing_targets(main, target, cells)
+    w_main = _row_weights(main, weight) if weight is not None else None
 
     test = None
     if cfg.test_path:
@@ -244,6 +263,9 @@ def load_csv(cfg) -> DataBundle:
     labels = y_main if task == "classification" and cfg.stratify else None
     tr, va, te = split_rows(len(main), cfg.val_fraction, 0 if test else cfg.test_fraction, cfg.seed, labels)
     train_rows = tr.tolist()
+    w_train = w_main[tr] if w_main is not None else None
+    if w_train is not None and not bool((w_train > 0).any()):
+        raise DataError(f"dataset.weight: every row of the training split has weight 0 in column {weight!r}")
 
     categorical = set(cfg.categorical)
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
@@ -310,4 +332,5 @@ def load_csv(cfg) -> DataBundle:
         class_names=classes,
         input_shape=(len(names),),
         preprocess={**preprocess, "inputs": names},
+        w_train=w_train,
     )

@@ -115,7 +115,7 @@ class Trainer:
                 break
             with p.autocast():
                 out = p.train_forward(xb)
-            loss = p.task.loss(out.float(), yb)  # in fp32 at any precision (.float() is free on fp32)
+            loss = p.task.loss(out.float(), yb, batches.weights())  # fp32 at any precision (.float(): free on fp32)
             if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
                 loss = loss * batches.share
             due = False
@@ -291,7 +291,7 @@ class Trainer:
                 dt = time.perf_counter() - self._epoch_t0
                 signals.pause("validation")
                 val_out = (p.val[0], self.outputs_of(p.val[0], calibrate_on=p.val[1]))
-                val = p.task.metrics(val_out[1], p.val[1])
+                val = p.task.metrics(val_out[1], p.val[1], "val")
                 self.guards.check_val(val, train)
             except TrainingError as e:
                 self._write_best_snapshot()  # a held best.pt is written; last.pt stays the last good one
@@ -347,4 +347,4 @@ class Trainer:
         x_test, y_test = p.data.x_test.to(p.device), p.data.y_test.to(p.device)
         signals.pause("test")
         test_out = self.outputs_of(x_test)
-        return out.end(stop_reason, p.task.metrics(test_out, y_test), (x_test, test_out))
+        return out.end(stop_reason, p.task.metrics(test_out, y_test, "test"), (x_test, test_out))
