@@ -232,7 +232,8 @@ def test_head_width_follows_dataset_and_loss(dataset, loss):
     if loss in ("gaussian_nll", "laplace_nll"):
         assert (out[:, k:] > 0).all()  # the spread column is positive by construction
     task.loss(model(data.x_train), data.y_train).backward()
-    assert set(task.metrics(out.detach(), data.y_val)) == set(METRICS[task.kind])
+    reported, undefined = set(task.metrics(out.detach(), data.y_val)), {"roc_auc", "mape"}  # a class absent, y <= 0
+    assert reported <= set(METRICS[task.kind]) and set(METRICS[task.kind]) - reported <= undefined
 
 
 @pytest.mark.parametrize("dataset, loss", [p for p in PAIRS if p[1] not in FITS[_kind(p[0])]])

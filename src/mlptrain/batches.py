@@ -34,6 +34,7 @@ class DeviceBatches:
         device: torch.device,
         rank: int = 0,
         world: int = 1,
+        w: torch.Tensor | None = None,
     ):
         if batch_size < world:
             raise ConfigError(
@@ -41,6 +42,8 @@ class DeviceBatches:
                 f"split across; use at least {world}"
             )
         self.x, self.y = x.to(device), y.to(device)
+        self.w = w.to(device) if w is not None else None  # per-row loss weights (dataset.weight)
+        self.idx: torch.Tensor | None = None  # the rows of the batch last yielded
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world, self.share = rank, world, 1.0
@@ -64,4 +67,9 @@ class DeviceBatches:
                 mine = idx.tensor_split(self.world)[self.rank]
                 self.share = len(mine) * self.world / len(idx)
                 idx = mine
+            self.idx = idx
             yield self.x[idx], self.y[idx]
+
+    def weights(self) -> torch.Tensor | None:
+        """The loss weights of the rows of the batch last yielded (None: unweighted)."""
+        return self.w[self.idx] if self.w is not None else None

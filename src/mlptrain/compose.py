@@ -35,7 +35,7 @@ from mlptrain import dataset_config, naming, schemas, study_config
 from mlptrain.config import parse
 from mlptrain.errors import EXIT_BAD_INPUT, ConfigError, printable
 from mlptrain.parallel.env import from_rank0
-from mlptrain.registry import check_direction, objective_mode, sweep_direction
+from mlptrain.registry import LOSSES, check_direction, objective_mode, sweep_direction
 
 CONFIG_PACKAGE = "mlptrain.configs"
 RESUME_KEY = "trainer.resume"
@@ -170,6 +170,9 @@ def unknown_key_message(key: str, cfg: DictConfig) -> str:
     if len(guesses) > 1:  # only the ones as close as the closest
         score = lambda g: difflib.SequenceMatcher(None, key, g).ratio()  # noqa: E731
         guesses = [g for g in guesses if score(g) >= score(guesses[0]) - 0.05]
+    users = [name for name, spec in LOSSES.items() if leaf in spec.params] if parent == "loss" else []
+    if users and choices.get("loss") not in users:  # a key of other losses (loss=mse loss.class_weight=...)
+        return f"{printable(key)}: only applies to loss={' or '.join(users)}, not loss={choices.get('loss')}"
     hint = f"did you mean {' or '.join(guesses)}? " if guesses else ""
     return f"{printable(key)}: unknown key; {hint}valid keys in {where}: {', '.join(map(str, valid))}"
 

@@ -81,6 +81,7 @@ class CsvConfig:
     folds: int = 0
     fold: int | None = None
     id: str | None = None  # a column naming each row: never a feature, carried into oof_predictions.csv
+    weight: str | None = None  # a column of per-row weights >= 0 for the training loss (not a feature)
 
     def __post_init__(self) -> None:
         check(bool(self.path.strip()), "dataset.path", "must be the path of a CSV file")

@@ -123,12 +123,12 @@ class LossSpec:
 
 _L = "mlptrain.losses.likelihoods:"
 LOSSES: dict[str, LossSpec] = {
-    "cross_entropy": LossSpec(("classification",), _L + "CrossEntropy", ("label_smoothing",)),
-    "nll": LossSpec(("classification",), _L + "NLL"),
+    "cross_entropy": LossSpec(("classification",), _L + "CrossEntropy", ("label_smoothing", "class_weight")),
+    "nll": LossSpec(("classification",), _L + "NLL", ("class_weight",)),
     "mse": LossSpec(
         ("classification", "regression"), {"classification": _L + "Brier", "regression": _L + "MSE"}, ("output",)
     ),
-    "bce": LossSpec(("binary",), _L + "BCE"),
+    "bce": LossSpec(("binary",), _L + "BCE", ("class_weight",)),
     "l1": LossSpec(("regression",), _L + "L1"),
     "huber": LossSpec(("regression",), _L + "Huber", ("huber_delta",)),
     "gaussian_nll": LossSpec(("regression",), _L + "GaussianNLL", ("variance", "min_variance"), probabilistic=True),
@@ -144,10 +144,13 @@ AUTO_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 PROBABILISTIC = tuple(name for name, spec in LOSSES.items() if spec.probabilistic)
 
 # Metrics each kind of task reports (metrics.json, TensorBoard, HParams).
+# roc_auc (every class needs a row) and mape (the target must be > 0) are left out of a split where they
+# are undefined (mlptrain.losses.task.undefined_reason); the others are always reported.
+_CLASSIFICATION = ("balanced_acc", "f1", "precision", "recall", "roc_auc")
 METRICS = {
-    "classification": ("loss", "acc", "nll", "ece"),
-    "regression": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
-    "probabilistic": ("loss", "rmse", "mae", "r2", "nll", "coverage95"),
+    "classification": ("loss", "acc", "nll", "ece", *_CLASSIFICATION),
+    "regression": ("loss", "rmse", "mae", "r2", "nll", "coverage95", "mape"),
+    "probabilistic": ("loss", "rmse", "mae", "r2", "nll", "coverage95", "mape"),
 }
 # The metric each task selects on by default: the validation loss of the default loss, on a scale every
 # loss of the task shares (a sweep over loss= ranks its jobs on one scale). Classification: NLL, which is
@@ -156,7 +159,7 @@ METRICS = {
 # the square root of the MSE loss; predictive distributions: NLL, a proper scoring rule that rewards
 # calibrated spread. All are minimised, so the default objective's direction is known from the config.
 DEFAULT_MONITOR = {"classification": "nll", "regression": "rmse", "probabilistic": "nll"}
-MAXIMISE = {"acc", "r2"}
+MAXIMISE = {"acc", "r2", *_CLASSIFICATION}  # the rest (loss, nll, ece, rmse, mae, mape) are minimised
 NOT_MONITORABLE = {"coverage95"}  # good when near 0.95, so neither min nor max selects on it
 
 

@@ -76,6 +76,9 @@ class LossConfig:
     huber_delta: float = 1.0
     variance: str = "softplus"  # gaussian_nll / laplace_nll: how the spread is kept positive: softplus | exp
     min_variance: float = 1e-6  # floor on the variance (Laplace: the scale), in standardised target units
+    # cross_entropy / nll / bce: null | balanced (n_rows / (n_classes * rows of the class), on the training
+    # split) | a list of one weight >= 0 per class, in the order of the class names (docs/losses.md).
+    class_weight: Any = None
 
     def __post_init__(self) -> None:
         choice(self.name, "loss.name", LOSSES)
@@ -95,6 +98,16 @@ class LossConfig:
             finite(self.min_variance) and self.min_variance > 0,
             "loss.min_variance",
             f"must be > 0, got {self.min_variance}",
+        )
+        cw = self.class_weight
+        if cw is not None and not isinstance(cw, str):
+            cw = self.class_weight = list(cw) if isinstance(cw, (list, tuple)) else cw
+        check(
+            cw is None
+            or cw == "balanced"
+            or (isinstance(cw, list) and all(finite(w) and w >= 0 for w in cw) and any(w > 0 for w in cw)),
+            "loss.class_weight",
+            f"must be balanced or a list of weights >= 0 (one per class, not all 0), got {cw!r}",
         )
         # A key the chosen loss does not read is refused when set (registry.LOSSES[name].params says
         # which keys each loss reads), rather than silently ignored.

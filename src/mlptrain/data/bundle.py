@@ -32,6 +32,9 @@ class DataBundle:
     # Which rows of the source file the validation split holds ("row": numbers, "id": the id column's
     # values), where the loader knows (CSV): a cross-validation fold writes its predictions for them.
     val_rows: dict | None = None
+    # Per-row weights of the training loss (a CSV's dataset.weight column), or None: every row counts once.
+    w_train: torch.Tensor | None = None
+    w_val: torch.Tensor | None = None  # the validation rows' weights: a refit trains on them too
 
     @property
     def in_features(self) -> int:

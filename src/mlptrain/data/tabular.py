@@ -197,6 +197,17 @@ def _input_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def _row_weights(table: Table, column: str) -> torch.Tensor:
+    """dataset.weight: one finite number >= 0 per row (a missing or bad cell is refused, with its line)."""
+    out = []
+    for i, v in enumerate(table.column(column, "dataset.weight")):
+        x = parse_number(v)
+        if x is None or x < 0:
+            raise DataError(f"{table.where(i, column)}: {v!r} is not a weight; dataset.weight needs a number >= 0")
+        out.append(x)
+    return torch.tensor(out, dtype=torch.float32)
+
+
 def _drop_missing_targets(table: Table, target: str, cells: Cells) -> None:
     values = table.column(target, "dataset.target")
     bad = [i for i, v in enumerate(values) if cells.is_missing(v)]
@@ -216,19 +227,28 @@ def load_csv(cfg) -> DataBundle:
     cells = Cells(cfg.na_values, cfg.missing)
     spelled = [*cfg.categorical, *([cfg.id] if cfg.id is not None else [])]  # an id keeps its spelling ("007")
     main = Table(os.path.expanduser(cfg.path), "dataset.path", cfg.delimiter, spelled, cfg.target)
-    target = cfg.target
+    target, weight = cfg.target, cfg.weight
     main.column(target, "dataset.target")
     if cfg.id is not None:
         main.column(cfg.id, "dataset.id")
         if cfg.id == target:
             raise DataError(f"dataset.id: the target {target!r} cannot also be the id column")
+    if weight is not None:
+        main.column(weight, "dataset.weight")
+        if weight == target:
+            raise DataError(f"dataset.weight: the target {target!r} cannot also be the weight column")
+        if weight == cfg.id:
+            raise DataError(f"dataset.weight: the id column {weight!r} cannot also be the weight column")
     if cfg.features:
         features = list(cfg.features)
         if cfg.id in features:
             raise DataError(f"dataset.features: the id column {cfg.id!r} cannot also be a feature")
-    else:  # every other column, but the id, a pandas index or a per-row text id (mlptrain.data.columns)
-        junk = junk_columns([h for h in main.header if h != cfg.id], main.columns, target, cells)
-        features = [h for h in main.header if h not in (target, cfg.id) and h not in junk]
+        if weight in features:
+            raise DataError(f"dataset.features: the weight column {weight!r} cannot also be a feature")
+    else:  # every other column, but the id, the weights, a pandas index or a per-row text id (mlptrain.data.columns)
+        header = [h for h in main.header if h not in (weight, cfg.id)]
+        junk = junk_columns(header, main.columns, target, cells)
+        features = [h for h in header if h != target and h not in junk]
     for f in features:
         main.column(f, "dataset.features")
     if target in features:
@@ -239,6 +259,7 @@ def load_csv(cfg) -> DataBundle:
     if unknown:
         raise DataError(f"dataset.categorical: {unknown[0]!r} is not a feature column; features: {', '.join(features)}")
     _drop_missing_targets(main, target, cells)
+    w_main = _row_weights(main, weight) if weight is not None else None
 
     test = None
     if cfg.test_path:
@@ -262,6 +283,10 @@ def load_csv(cfg) -> DataBundle:
         ids = main.columns[cfg.id]
         val_rows["id"] = [ids[i] for i in va.tolist()]
     train_rows = tr.tolist()
+    w_train = w_main[tr] if w_main is not None else None
+    w_val = w_main[va] if w_main is not None else None
+    if w_train is not None and not bool((w_train > 0).any()):
+        raise DataError(f"dataset.weight: every row of the training split has weight 0 in column {weight!r}")
 
     categorical = set(cfg.categorical)
     fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
@@ -329,4 +354,6 @@ def load_csv(cfg) -> DataBundle:
         input_shape=(len(names),),
         preprocess={**preprocess, "inputs": names},
         val_rows=val_rows,
+        w_train=w_train,
+        w_val=w_val,
     )

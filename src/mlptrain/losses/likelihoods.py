@@ -137,6 +137,8 @@ class Likelihood:
 
     task: str  # classification | regression
     family: str = "gaussian"  # the regression noise model (classification losses: unused)
+    # loss.class_weight resolved to one weight per class (cross_entropy, nll, bce), or None: unweighted
+    class_weight: torch.Tensor | None = None
 
     def __init__(self, cfg, n_outputs: int):
         self.cfg, self.name, self.n_outputs = cfg, cfg.name, n_outputs
@@ -145,8 +147,25 @@ class Likelihood:
         """The head module and the width of the body's last layer that feeds it."""
         raise NotImplementedError
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training loss, a mean over the batch."""
+    def loss(self, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss, a mean over the batch. Weighted (per-row weights ``w`` from dataset.weight,
+        times the weight of the row's class from loss.class_weight): sum(w_i l_i) / sum(w_i), torch's
+        convention for ``F.cross_entropy(weight=...)``, so the loss keeps the scale of the plain mean."""
+        if self.class_weight is not None:
+            if self.class_weight.device != y.device:  # moved once, on the first batch
+                self.class_weight = self.class_weight.to(y.device)
+            cw = self.class_weight[y]
+            w = cw if w is None else w * cw
+        if w is None:
+            return self.mean_loss(out, y)
+        return (self.per_row(out, y) * w).sum() / w.sum().clamp_min(1e-12)
+
+    def mean_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The unweighted loss, a mean over the batch."""
+        raise NotImplementedError
+
+    def per_row(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of each row (its mean over the rows is ``mean_loss``)."""
         raise NotImplementedError
 
     def target_problem(self, y: torch.Tensor) -> str | None:
@@ -166,8 +185,11 @@ class CrossEntropy(Likelihood):
     def head(self, y_mean, y_std):
         return nn.Identity(), self.n_outputs
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing)
+
+    def per_row(self, out, y):
+        return F.cross_entropy(out, y, label_smoothing=self.cfg.label_smoothing, reduction="none")
 
     def predicted_class(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(1)
@@ -184,16 +206,22 @@ class CrossEntropy(Likelihood):
 class NLL(CrossEntropy):
     """The same Categorical written out: log_softmax, then the negative log-likelihood."""
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.nll_loss(F.log_softmax(out, 1), y)
+
+    def per_row(self, out, y):
+        return F.nll_loss(F.log_softmax(out, 1), y, reduction="none")
 
 
 class Brier(CrossEntropy):
     """mse on classes: squared error to the one-hot target, summed over classes (the Brier score)."""
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
+        return self.per_row(out, y).mean()
+
+    def per_row(self, out, y):
         p = F.softmax(out, 1) if self.cfg.output == "softmax" else out
-        return (p - F.one_hot(y, self.n_outputs).to(p.dtype)).pow(2).sum(1).mean()
+        return (p - F.one_hot(y, self.n_outputs).to(p.dtype)).pow(2).sum(1)
 
     def probabilities(self, out):
         if self.cfg.output == "raw":
@@ -215,8 +243,13 @@ class BCE(CrossEntropy):
     def head(self, y_mean, y_std):
         return nn.Identity(), 1
 
-    def loss(self, out, y):
+    # loss.class_weight: per-class weights [w_0, w_1] as for cross_entropy (torch's pos_weight is w_1 / w_0
+    # up to the scale of the loss), so balanced means the same for all three classification losses.
+    def mean_loss(self, out, y):
         return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype))
+
+    def per_row(self, out, y):
+        return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype), reduction="none")
 
     def predicted_class(self, out):
         return (out[:, 0] > 0).long()
@@ -278,8 +311,11 @@ class PointRegressor(Regression):
 class MSE(PointRegressor):
     """Gaussian with a fixed sigma: squared error."""
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.mse_loss(out, _columns(y, out))
+
+    def per_row(self, out, y):
+        return F.mse_loss(out, _columns(y, out), reduction="none").mean(1)
 
 
 class L1(PointRegressor):
@@ -287,15 +323,21 @@ class L1(PointRegressor):
 
     family = "laplace"
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.l1_loss(out, _columns(y, out))
+
+    def per_row(self, out, y):
+        return F.l1_loss(out, _columns(y, out), reduction="none").mean(1)
 
 
 class Huber(PointRegressor):
     """Gaussian core, Laplace tails: quadratic within huber_delta, linear beyond; scored as a Gaussian."""
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.huber_loss(out, _columns(y, out), delta=self.cfg.huber_delta)
+
+    def per_row(self, out, y):
+        return F.huber_loss(out, _columns(y, out), delta=self.cfg.huber_delta, reduction="none").mean(1)
 
 
 class LearnedSpread(Regression):
@@ -312,10 +354,13 @@ class LearnedSpread(Regression):
         d = self.n_outputs
         return out[:, :d], out[:, d:]
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         # Per-example NLL (summed over outputs), so the loss is exactly the nll metric.
+        return self.per_row(out, y).mean()
+
+    def per_row(self, out, y):
         mean, spread = self.predictive(out, None)
-        return self.nll(mean, _columns(y, out), spread).sum(1).mean()
+        return self.nll(mean, _columns(y, out), spread).sum(1)
 
 
 class GaussianNLL(LearnedSpread):
@@ -343,8 +388,11 @@ class PoissonNLL(Regression):
     def head(self, y_mean, y_std):
         return LogRateHead(y_mean), self.n_outputs
 
-    def loss(self, out, y):
+    def mean_loss(self, out, y):
         return F.poisson_nll_loss(out, _columns(y, out), log_input=True, full=False, reduction="sum") / len(y)
+
+    def per_row(self, out, y):
+        return F.poisson_nll_loss(out, _columns(y, out), log_input=True, full=False, reduction="none").sum(1)
 
     def predictive(self, out, head):
         rate = out[:, : self.n_outputs].exp()

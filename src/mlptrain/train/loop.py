@@ -122,7 +122,7 @@ class Trainer:
                 break
             with p.autocast():
                 out = p.train_forward(xb)
-            loss = p.task.loss(out.float(), yb)  # in fp32 at any precision (.float() is free on fp32)
+            loss = p.task.loss(out.float(), yb, batches.weights())  # fp32 at any precision (.float(): free on fp32)
             if batches.share != 1.0:  # DDP: this rank's part of an unevenly split global batch
                 loss = loss * batches.share
             due = False
@@ -302,7 +302,7 @@ class Trainer:
                 signals.pause("validation")
                 out.before_validation()
                 val_out = (p.val[0], self.outputs_of(p.val[0], calibrate_on=p.val[1]))
-                val = p.task.metrics(val_out[1], p.val[1])
+                val = p.task.metrics(val_out[1], p.val[1], "val")
                 self.guards.check_val(val, train)
             except TrainingError as e:
                 self._write_best_snapshot()  # a held best.pt is written; last.pt stays the last good one
@@ -365,7 +365,7 @@ class Trainer:
         signals.pause("test")
         test_out = self.outputs_of(x_test)
         write_val_predictions(self.out_dir, p, self.outputs_of)  # a CV fold's out-of-fold rows
-        test = p.task.metrics(test_out, y_test)
+        test = p.task.metrics(test_out, y_test, "test")
         if cfg.refit:  # retrain on train + val for the selected epochs: its model and test are the run's
             try:
                 test, out.extra["refit"] = refit(self, test, resumed)

@@ -40,6 +40,7 @@ def refit_data(data):
         data,
         x_train=torch.cat([data.x_train, data.x_val]),
         y_train=torch.cat([data.y_train, data.y_val]),
+        w_train=None if data.w_train is None else torch.cat([data.w_train, data.w_val]),
         val_rows=None,
     )
 

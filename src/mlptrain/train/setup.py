@@ -80,7 +80,7 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
     data = data if data is not None else load_dataset(run.dataset)
     meta = data.meta()
     task = build_task(run.loss, meta, data.y_mean, data.y_std, targets=(data.y_train, data.y_val, data.y_test))
-    monitor, mode = monitor_of(task, cfg.monitor, cfg.mode)
+    monitor, mode = monitor_of(task, cfg.monitor, cfg.mode, data.y_val)
     model = build_model(run.model, meta, data.x_mean, data.x_std, task.head, task.head_width).to(device)
     if cfg.init_from and not cfg.resume:  # a resume restores its own weights
         init_weights(model, cfg.init_from)
@@ -90,7 +90,9 @@ def build(run: RunConfig, data: DataBundle | None = None) -> Parts:
         if threads:
             torch.set_num_threads(threads)
             log.info("threads: %d (trainer.num_threads=auto: %s)", threads, why)
-    batches = DeviceBatches(data.x_train, data.y_train, batch_size, run.seed, device, rank=dist.rank, world=dist.world)
+    batches = DeviceBatches(
+        data.x_train, data.y_train, batch_size, run.seed, device, rank=dist.rank, world=dist.world, w=data.w_train
+    )
     run = sizes.resolve(run, batch_size, len(batches))  # trainer.*=auto as numbers, from here on
     cfg = run.trainer
     optimizer = build_optimizer(run.optim, model)
