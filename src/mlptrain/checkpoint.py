@@ -29,6 +29,7 @@ from mlptrain.files import atomic_write, write_bytes
 FORMAT = "mlptrain-checkpoint"
 FORMAT_VERSION = 1
 CHECKSUM = "sha256"  # the key of the checksum: not part of what it sums
+PREVIOUS = "last.prev.pt"  # the last.pt before the newest one: what a resume falls back to if last.pt is damaged
 
 log = logging.getLogger("mlptrain")
 
@@ -145,10 +146,19 @@ def load(path: str | Path, map_location="cpu", mmap: bool = False) -> dict:
     return ckpt
 
 
+def keep_previous(last: Path) -> None:
+    """Before ``last.pt`` is replaced: the current one stays on as ``last.prev.pt`` (a hard link to the same
+    bytes, else a copy), so a run whose newest ``last.pt`` is damaged has an older whole one to resume from."""
+    last = Path(last)
+    if last.is_file():
+        duplicate(last, last.with_name(PREVIOUS))
+
+
 def load_resumable(target: str | Path, map_location="cpu") -> tuple[dict, Path]:
     """The checkpoint a resume of ``target`` continues from, and its file.  A run dir (or its last.pt)
-    whose last.pt is corrupt falls back to the newest intact checkpoint beside it (best.pt), with a
-    warning; a checkpoint named on its own is loaded as it is."""
+    whose last.pt is corrupt falls back to the newest intact checkpoint beside it (best.pt or
+    last.prev.pt: the one whose recorded step, then epoch, is the latest), with a warning; a checkpoint
+    named on its own is loaded as it is."""
     target = Path(target)
     path = target / "last.pt" if target.is_dir() else target
     try:
@@ -157,21 +167,30 @@ def load_resumable(target: str | Path, map_location="cpu") -> tuple[dict, Path]:
         if path.name != "last.pt" or not path.is_file():
             raise
         first = e
-    fallbacks = [p for p in (path.with_name("best.pt"),) if p.is_file() and not _same_file(p, path)]
-    for candidate in fallbacks:
+    newest = None
+    seen = [path]
+    for candidate in (path.with_name("best.pt"), path.with_name(PREVIOUS)):
+        if not candidate.is_file() or any(_same_file(candidate, p) for p in seen):
+            continue  # best.pt and last.prev.pt are often hard links of one file
+        seen.append(candidate)
         try:
             ckpt = load(candidate, map_location)
         except CheckpointError:
             continue
-        log.warning(
-            "%s; resuming from %s instead (epoch %d, step %d): what was trained after it is trained again",
-            first,
-            candidate,
-            ckpt.get("epoch", 0),
-            ckpt.get("step", 0),
-        )
-        return ckpt, candidate
-    raise CheckpointError(f"{first}; no intact checkpoint beside it to resume from") from None
+        at = (ckpt.get("step", 0), ckpt.get("epoch", 0))
+        if newest is None or at > newest[0]:
+            newest = (at, ckpt, candidate)
+    if newest is None:
+        raise CheckpointError(f"{first}; no intact checkpoint beside it to resume from") from None
+    _, ckpt, candidate = newest
+    log.warning(
+        "%s; resuming from %s instead (epoch %d, step %d): what was trained after it is trained again",
+        first,
+        candidate,
+        ckpt.get("epoch", 0),
+        ckpt.get("step", 0),
+    )
+    return ckpt, candidate
 
 
 def _same_file(a: Path, b: Path) -> bool:

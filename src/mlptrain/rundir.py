@@ -34,9 +34,9 @@ log = logging.getLogger("mlptrain")
 
 LOCK = ".lock"
 # What makes a dir hold a run's results (a resume continues them; anything else must not replace them).
-RESULTS = ("metrics.json", "last.pt", "best.pt")
+RESULTS = ("metrics.json", "last.pt", "best.pt", "last.prev.pt")
 # Everything a run writes, removed by trainer.overwrite=true (a new run then starts clean).
-OUTPUTS = ("metrics.json", "metrics.csv", "last.pt", "best.pt", "events.out.tfevents.*")
+OUTPUTS = ("metrics.json", "metrics.csv", "last.pt", "best.pt", "last.prev.pt", "events.out.tfevents.*")
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without flock
 
@@ -65,11 +65,12 @@ def _owner(fd: int) -> str:
     return f" (pid {text[0]} on {text[1]})" if len(text) >= 2 else ""
 
 
-def lock(folder: Path) -> int | None:
+def lock(folder: Path, probe: bool = False) -> int | None:
     """An exclusive lock on ``folder``; its fd (closing it releases it), or None where the file system
-    has no locks.  Held by another process: one ConfigError line."""
+    has no locks.  Held by another process: one ConfigError line.  ``probe``: only check that it is
+    free (nothing in the folder is written; the lock is released at once, and None returned)."""
     folder = Path(folder)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / LOCK, os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -85,6 +86,9 @@ def lock(folder: Path) -> int | None:
                 f"or give this run another hydra.run.dir"
             ) from None
         raise
+    if probe:
+        os.close(fd)
+        return None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
     return fd
@@ -98,6 +102,23 @@ def check_not_finished(folder: Path, resume, overwrite: bool) -> None:
         f"{folder} holds the results of another run; continue it with trainer.resume={folder}, "
         f"replace it with trainer.overwrite=true, or give this run another hydra.run.dir"
     )
+
+
+def refuse_before_hydra(argv: list[str], resume, overwrite: bool) -> None:
+    """A single run given an existing ``hydra.run.dir`` that :func:`own` would refuse (another run's
+    results, or a live owner) is refused now, before Hydra writes ``.hydra/`` and opens the log there:
+    a refused run leaves the dir byte for byte as it was.  :func:`own` still checks, under the lock."""
+    if {"-m", "--multirun"} & set(argv):
+        return  # a sweep's job dirs are Hydra's to name
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not given or "${" in given[-1]:
+        return
+    folder = Path(given[-1].strip("'\""))
+    if not folder.is_dir():
+        return
+    check_not_finished(folder, resume, overwrite)
+    if (folder / LOCK).is_file():
+        lock(folder, probe=True)
 
 
 def remove_outputs(folder: Path) -> None:

@@ -230,6 +230,8 @@ def main() -> None:
         cfg = precompose(sys.argv[1:])
         if resuming is not None and cfg is not None:
             check_resume(resuming, cfg)  # before Hydra rewrites the run dir's .hydra/
+        if cfg is not None and env_rank() == 0:  # an explicit hydra.run.dir refused before Hydra writes there
+            rundir.refuse_before_hydra(sys.argv[1:], cfg.trainer.resume, cfg.trainer.overwrite)
         sys.argv[1:] = with_fixed_keys(sys.argv[1:])  # a sweep's job folders are named by what varies
     except ConfigError as e:
         print(f"mlptrain: error: {printable(str(e))}", file=sys.stderr)

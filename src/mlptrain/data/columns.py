@@ -33,6 +33,8 @@ def is_row_number(name: str, values: Sequence[str]) -> bool:
 
 def is_text_id(values: Sequence[str], cells: Cells) -> bool:
     """A text column with a different (present) value in every row."""
+    if getattr(values, "codes", ()) is None:  # a column read as numbers only (csv_reader.Column): no text
+        return False
     if len(values) < MIN_ROWS_FOR_ID or len(set(values)) < len(values):
         return False
     parsed, bad = cells.parse(values)

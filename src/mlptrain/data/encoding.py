@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from mlptrain.data.csv_reader import Column, TextColumn, parse_spelled
+from mlptrain.data.csv_reader import Column, TextColumn, parse_spelled, release_freed_memory
 from mlptrain.errors import DataError
 
 
@@ -80,11 +80,19 @@ class Positions(Sequence):
         return int(self.rows[i])
 
 
-def present_numbers(parsed: Sequence[float | None], rows: Sequence[int]) -> list[float]:
+def present_numbers(parsed: Sequence[float | None], rows: Sequence[int]) -> Sequence[float]:
     """The numbers (not the missing cells) of ``parsed`` at ``rows``, in order."""
-    if isinstance(parsed, Numbers):
-        t = parsed.tensor()[torch.as_tensor(rows, dtype=torch.long)]
-        return t[~t.isnan()].tolist()
+    if isinstance(parsed, Numbers):  # a compact array, not a list of Python floats (24 bytes each, not 8)
+        if isinstance(rows, array) and rows.typecode == "q" and len(rows):
+            index = torch.frombuffer(rows, dtype=torch.int64)
+        else:
+            index = torch.as_tensor(rows, dtype=torch.long)
+        t = parsed.tensor()[index]
+        t = t[~t.isnan()]
+        out = array("d", [0.0]) * len(t)
+        if len(t):
+            torch.frombuffer(out, dtype=torch.float64).copy_(t)
+        return out
     return [parsed[i] for i in rows if parsed[i] is not None]
 
 
@@ -181,13 +189,19 @@ def encode_columns(
     columns: Mapping[str, Sequence[str]],
     where,
     parsed_numbers: Mapping[str, list[float | None]] | None = None,
+    consume: bool = False,
 ) -> torch.Tensor:
     """Encode raw (stripped string) columns, name -> values, into the model's float inputs.
-    ``parsed_numbers``: numeric columns already parsed (and checked) by fitting."""
+    ``parsed_numbers``: numeric columns already parsed (and checked) by fitting.  ``consume``: each
+    column is removed from ``columns`` (and ``parsed_numbers``) once encoded, so its memory goes as the
+    inputs grow, and the result is a transposed view of a feature-major matrix (index its rows to copy
+    them out: ``torch.index_select``)."""
     cells = Cells(preprocess["na_values"], preprocess["missing"])
     n = len(columns[preprocess["columns"][0]["name"]]) if preprocess["columns"] else 0
-    # Filled in place, one column at a time: a large table never holds a float64 copy of every input.
-    out = torch.zeros(n, len(encoded_names(preprocess)), dtype=torch.float32)
+    # Feature-major and filled one feature at a time: each column's values land in one contiguous row, so
+    # the matrix's pages are touched as the columns are encoded (and, with ``consume``, freed), and a large
+    # table never holds its cells and every input at once.
+    out = torch.empty(len(encoded_names(preprocess)), n, dtype=torch.float32)  # each row is written below
     j = 0
     for col in preprocess["columns"]:
         name, values = col["name"], columns[col["name"]]
@@ -211,17 +225,24 @@ def encode_columns(
             fill = col["fill"]
             if isinstance(parsed, Numbers):
                 t = parsed.tensor()
-                out[:, j] = torch.where(t.isnan(), fill, t)
+                out[j] = torch.where(t.isnan(), fill, t)
+                del t
             else:
-                out[:, j] = torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)
+                out[j] = torch.tensor([fill if x is None else x for x in parsed], dtype=torch.float64)
             j += 1
         else:
             index = {c: k for k, c in enumerate(col["categories"])}
             idx = _category_indices(values, index, index[col["fill"]], cells)
             seen = idx < len(index)  # an unseen category encodes as all zeros
-            out[seen.nonzero()[:, 0], j + idx[seen]] = 1.0
+            out[j : j + len(index)] = 0.0
+            out[j + idx[seen], seen.nonzero()[:, 0]] = 1.0
             j += len(index)
-    return out
+        if consume:
+            del values, parsed
+            columns.pop(name)  # type: ignore[attr-defined]
+            (parsed_numbers or {}).pop(name, None)  # type: ignore[attr-defined]
+            release_freed_memory()
+    return out.T if consume else out.T.contiguous()
 
 
 def _category_indices(values: Sequence[str], index: dict[str, int], fill: int, cells: Cells) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 
 from mlptrain.data.bundle import DataBundle, DataError
 from mlptrain.data.columns import junk_columns, warn_many_categories
-from mlptrain.data.csv_reader import Column, RawTable
+from mlptrain.data.csv_reader import Column, RawTable, release_freed_memory
 from mlptrain.data.encoding import Cells, encode_columns, encoded_names, is_int, parse_number, present_numbers
 from mlptrain.data.splits import fold_split, split_rows
 
@@ -282,14 +282,19 @@ def load_csv(cfg) -> DataBundle:
     if cfg.id is not None:
         ids = main.columns[cfg.id]
         val_rows["id"] = [ids[i] for i in va.tolist()]
-    train_rows = tr.tolist()
+    train_rows = array("q", [0]) * len(tr)  # 8 bytes a row, not a list of Python ints (36)
+    if len(tr):
+        torch.frombuffer(train_rows, dtype=torch.int64).copy_(tr)
     w_train = w_main[tr] if w_main is not None else None
     w_val = w_main[va] if w_main is not None else None
     if w_train is not None and not bool((w_train > 0).any()):
         raise DataError(f"dataset.weight: every row of the training split has weight 0 in column {weight!r}")
 
     categorical = set(cfg.categorical)
-    fitted = {f: _fit_column(f, main.columns[f], cells, categorical, main, train_rows) for f in features}
+    fitted = {}
+    for f in features:
+        fitted[f] = _fit_column(f, main.columns[f], cells, categorical, main, train_rows)
+        release_freed_memory()  # the fit's temporaries (each column's training cells) go back to the system
     columns = [spec for spec, _ in fitted.values()]
     warn_many_categories(columns, len(train_rows))
     for spec in columns:  # new rows are read as the training file wrote its numbers ("1,234.5")
@@ -306,22 +311,24 @@ def load_csv(cfg) -> DataBundle:
         "na_values": list(cfg.na_values),
         "missing": cfg.missing,
     }
-    x_main = encode_columns(
-        preprocess, main.columns, main.where, {f: parsed for f, (_, parsed) in fitted.items() if parsed}
-    )
-    main.columns.clear()  # encoded: the cells go before the splits are copied (the memory peak of a large table)
+    parsed = {f: p for f, (_, p) in fitted.items() if p}
     fitted.clear()
+    # each column goes once encoded, and the cells are all gone before the splits are copied out: a large
+    # table never holds its cells and its inputs, or its inputs twice and its cells, at once
+    x_main = encode_columns(preprocess, main.columns, main.where, parsed, consume=True)
+    main.columns.clear()
+    del parsed
     if test:
         x_test = encode_columns(preprocess, test.columns, test.where)
         y_test = _targets(test.columns[target], task, classes, test, target)
     else:
-        x_test, y_test = x_main[te], y_main[te]
+        x_test, y_test = torch.index_select(x_main, 0, te), y_main[te]
 
     names = encoded_names(preprocess)
     numeric = torch.tensor(
         [c["kind"] == "numeric" for c in columns for _ in range(1 if c["kind"] == "numeric" else len(c["categories"]))]
     )
-    x_train, x_val = x_main[tr], x_main[va]
+    x_train, x_val = torch.index_select(x_main, 0, tr), torch.index_select(x_main, 0, va)  # contiguous copies
     del x_main
     # Numeric inputs are standardised with training-split statistics (inside the model); one-hot columns stay 0/1.
     mean, std = _input_stats(x_train)

@@ -123,6 +123,8 @@ class Checkpoints:
             path = self.out_dir / name
             signals.pause("checkpoint")  # tests: a signal while the checkpoint is written
             body = payload if payload is not None else self._payload(state, best_weights, mid_epoch)
+            if "last.pt" in (name, also):  # the last.pt it replaces stays as last.prev.pt (a hard link)
+                checkpoint.keep_previous(self.out_dir / "last.pt")
             # saved_at: after the logs so far were flushed: a resume keeps exactly those
             checkpoint.save(path, {**body, "saved_at": time.time()})
             if also:
