@@ -301,7 +301,7 @@ def scaling(args, work: Path) -> None:
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
     from mlptrain.progress import Progress
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     device = args.device
     overrides = [

@@ -65,7 +65,7 @@ def trainer_for(name: str, out: Path, extra=()):
     from hydra import compose, initialize_config_module
 
     from mlptrain.config import parse
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*CASES[name], *extra, "trainer.progress=none"])

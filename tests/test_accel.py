@@ -49,7 +49,7 @@ def test_fp16_skip_batch_keeps_the_scaler_consistent(make_cfg, tmp_path):
     from conftest import TINY
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     run = parse(make_cfg(*TINY, "trainer.precision=fp16", "trainer.nan_policy=skip_batch", "trainer.batch_size=16"))
     data = load_dataset(run.dataset)

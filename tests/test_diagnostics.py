@@ -201,7 +201,7 @@ def _image_bundle(shape=(1, 12, 12), n=60):
 @pytest.mark.parametrize("shape", [(1, 12, 12), (12, 12, 3)])
 def test_image_sets_get_a_grid_of_mistakes(make_cfg, tmp_path, shape):
     from mlptrain.config import parse
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     run = parse(make_cfg(*TINY, "trainer.checkpoint=false"))
     Trainer(run, tmp_path, data=_image_bundle(shape)).fit()
@@ -215,7 +215,7 @@ def test_dead_relu_units_and_their_zero_gradient_are_reported(make_cfg, tmp_path
     from mlptrain.config import parse
     from mlptrain.diagnostics import Diagnostics
     from mlptrain.loggers.tensorboard import TensorBoard
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     trainer = Trainer(parse(make_cfg(*TINY, "model.hidden=[8,8]")), tmp_path)
     first = trainer.model.body.layers[0]

@@ -70,7 +70,7 @@ def test_a_poisoned_row_stops_the_run_or_is_skipped(make_cfg, tmp_path, policy):
     every epoch and finishes with finite weights."""
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     run = parse(
         make_cfg(
@@ -101,7 +101,7 @@ def test_skipped_batches_do_not_count_in_train_accuracy(make_cfg, tmp_path):
     exactly the rows of the batches it did not skip."""
     from mlptrain.config import parse
     from mlptrain.data import load_dataset
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     run = parse(
         make_cfg(

@@ -29,7 +29,7 @@ OPTIMIZERS = {  # option -> (torch class, settings the config must carry)
 
 
 def _model(make_cfg, *overrides):
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     run = parse(make_cfg("dataset.n_samples=120", "trainer.progress=none", *overrides))
     return Trainer(run, out_dir="/nonexistent-not-written"), run
@@ -220,7 +220,7 @@ def test_without_early_stopping_the_plateau_runs_all_epochs(train):
 
 # ----------------------------------------------------------------------------- clipping
 def _one_sgd_step(make_cfg, tmp_path, clip):
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     cfg = make_cfg(
         "dataset.n_samples=120",

@@ -86,7 +86,7 @@ def test_bad_input_after_torch_loads_leaves_no_run_folder(make_cfg, tmp_path):
 
 def test_ctrl_c_at_start_up_and_a_second_one_are_recorded_as_interrupted(make_cfg, tmp_path, monkeypatch):
     from mlptrain.cli import run
-    from mlptrain.train import setup
+    from mlptrain.training import setup
 
     def interrupted_while_loading(cfg):
         signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, while the data loads

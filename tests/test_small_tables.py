@@ -12,7 +12,7 @@ import torch
 
 from conftest import untimed
 from mlptrain.data.splits import fold_of_rows, split_rows
-from mlptrain.train.sizes import auto_batch_size, auto_epochs
+from mlptrain.training.sizes import auto_batch_size, auto_epochs
 
 pytestmark = pytest.mark.usefixtures("keep_threads")
 FAST = ["trainer.progress=none", "model.hidden=[16]", "trainer.num_threads=1", "trainer.loggers=[]"]

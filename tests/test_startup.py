@@ -139,7 +139,7 @@ def test_pictures_reuse_the_evaluation_outputs(make_cfg, tmp_path):
     # the confusion matrices of val and test come from the outputs evaluate() has just computed
     from conftest import TINY
     from mlptrain.config import parse
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     trainer = Trainer(parse(make_cfg(*TINY, "trainer.image_every_n_epochs=0")), tmp_path)
     rows = []

@@ -192,7 +192,7 @@ def test_a_sweep_with_twenty_overrides_and_a_slash_in_a_swept_value_runs(tmp_pat
 # The sweep in this process, where the first job's first fit runs out of memory (as a CUDA OOM would).
 OOM_ONCE_SWEEP = """
 import sys
-from mlptrain.train import Trainer
+from mlptrain.training import Trainer
 fit, calls = Trainer.fit, []
 def fit_or_oom(self):
     calls.append(1)

@@ -22,7 +22,7 @@ def test_grad_norms_and_dead_relus_every_epoch_histograms_at_the_ends(train, tmp
 def test_the_counting_hooks_are_armed_for_validation_only(make_cfg, tmp_path):
     from conftest import TINY
     from mlptrain.config import parse
-    from mlptrain.train import Trainer
+    from mlptrain.training import Trainer
 
     trainer = Trainer(parse(make_cfg(*TINY, "trainer.epochs=2", "trainer.checkpoint=false")), tmp_path)
     seen = []

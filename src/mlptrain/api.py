@@ -13,7 +13,6 @@ it; nothing is turned into a NaN prediction.  Inputs need no pandas: lists and a
 from __future__ import annotations
 
 import sys
-import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,24 +164,6 @@ def train(overrides: Sequence[str] | str = ()) -> TrainResult:
             raise ConfigError(f"mlptrain {' '.join(overrides)} exited with status {e.code}") from None
     finally:
         sys.argv = saved
-        _callable_package()
     if "metrics" not in cli.last_job:
         raise ConfigError("mlptrain.train: the run did not start (see the messages above)")
     return TrainResult(cli.last_job["metrics"], Path(cli.last_job["run_dir"]))
-
-
-class _CallablePackage(types.ModuleType):
-    """The package ``mlptrain.train`` (the Trainer), callable as :func:`train`: importing it replaces the
-    function of that name on ``mlptrain``, so ``mlptrain.train([...])`` keeps working after a run."""
-
-    def __call__(self, overrides: Sequence[str] | str = ()) -> TrainResult:
-        return train(overrides)
-
-
-def _callable_package() -> None:
-    package = sys.modules.get("mlptrain.train")
-    if package is not None and not isinstance(package, _CallablePackage):
-        package.__class__ = _CallablePackage
-
-
-_callable_package()

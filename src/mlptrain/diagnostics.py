@@ -63,7 +63,7 @@ def _due(every: int, epoch: int, boundary: bool) -> bool:
 
 
 class Diagnostics:
-    """``parts``: what it draws from (``mlptrain.train.setup.Parts``, or a Trainer, which exposes the same
+    """``parts``: what it draws from (``mlptrain.training.setup.Parts``, or a Trainer, which exposes the same
     attributes: cfg, meta, task, model, data, device, val, run); the outputs of the splits the loop has
     just evaluated are handed to each call, so they are not computed twice."""
 

@@ -13,7 +13,7 @@ from mlptrain import signals
 from mlptrain.config import RunConfig
 from mlptrain.errors import out_of_memory
 from mlptrain.registry import check_direction
-from mlptrain.train import Trainer
+from mlptrain.training import Trainer
 
 
 @dataclass

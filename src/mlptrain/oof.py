@@ -1,7 +1,7 @@
 """A cross-validation sweep's ``oof_predictions.csv``: every cross-validated row once, predicted by the
 model of the fold that held it out.
 
-Gathered from the ``val_predictions.csv`` each fold's job writes in its own folder (:mod:`mlptrain.train.folds`),
+Gathered from the ``val_predictions.csv`` each fold's job writes in its own folder (:mod:`mlptrain.training.folds`),
 so it is the same whichever launcher ran the jobs, and a continued sweep rewrites it from what is on disk.
 A setting (the sweep's other keys: ``optim=sgd,adam x dataset.fold=range(5)`` has two) is written once each
 of its folds has finished; its rows are sorted by their row number in the table, and the setting's keys
@@ -21,7 +21,7 @@ log = logging.getLogger("mlptrain")
 
 FOLD_KEY = "dataset.fold"
 FILE = "oof_predictions.csv"
-PER_FOLD = "val_predictions.csv"  # mlptrain.train.folds.FILE (the core layer's name, not imported: torch)
+PER_FOLD = "val_predictions.csv"  # mlptrain.training.folds.FILE (the core layer's name, not imported: torch)
 DONE = ("completed", "early_stopped")
 
 

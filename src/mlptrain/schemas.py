@@ -209,7 +209,7 @@ class SchedulerConfig:
 # ----------------------------------------------------------------------------- trainer
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool | str = "auto"  # auto: on for small data (mlptrain.train.sizes)
+    enabled: bool | str = "auto"  # auto: on for small data (mlptrain.training.sizes)
     patience: int = 10
     min_delta: float = 0.0
 
@@ -229,7 +229,7 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainerConfig:
-    # auto: sized to the training split (mlptrain.train.sizes: 60 epochs of batches of 128 on large data)
+    # auto: sized to the training split (mlptrain.training.sizes: 60 epochs of batches of 128 on large data)
     epochs: int | str = "auto"
     max_steps: int = -1  # > 0: train exactly this many optimizer steps; epochs is then ignored
     batch_size: int | str = "auto"

@@ -8,7 +8,7 @@ Here the study runs:
   trial (user attribute ``mlptrain_job``): its folder, and the sampler's seed for it (``seed + job``), so a
   study asks the same trials whether it ran in one go or was continued;
 * pruning (``hydra.sweeper.pruner``): a trial run in this process reports its ``val/<monitor>`` after
-  every epoch through :data:`mlptrain.train.loop.epoch_hook` and stops where the pruner says so; the job
+  every epoch through :data:`mlptrain.training.loop.epoch_hook` and stops where the pruner says so; the job
   records status ``pruned``, the study ``TrialState.PRUNED``;
 * a study kept in ``hydra.sweeper.storage`` (sqlite) continues: complete, pruned and failed trials count
   towards ``n_trials`` and are not run again; a trial the last process left RUNNING (killed) is run again
@@ -210,7 +210,7 @@ class MlptrainOptunaSweeper(Sweeper):
         if not (self.pruning and self.in_process):
             returns = self.launcher.launch(overrides, initial_job_idx=run[0][0])
         else:
-            from mlptrain.train import loop  # torch: the job in this process imports it anyway
+            from mlptrain.training import loop  # torch: the job in this process imports it anyway
 
             loop.epoch_hook = _reporter(study, run[0][1])
             try:

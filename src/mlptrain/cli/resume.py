@@ -145,7 +145,7 @@ def pinned_paths(config: dict, run_dir: Path | None, mine: set[str]) -> list[str
 def check_resume(resuming: Resuming, cfg: DictConfig) -> None:
     """Refuse, before Hydra writes anything into the run dir, a resume the checkpoint cannot continue:
     a changed setting it depends on, or a new length under a schedule planned over the whole run."""
-    from mlptrain.train.state import incompatible, length_change  # torch: only for a resume
+    from mlptrain.training.state import incompatible, length_change  # torch: only for a resume
 
     run = parse(cfg)
     where = resuming.target

@@ -20,8 +20,8 @@ from mlptrain.files import write_json
 from mlptrain.loggers import NullLogger, ResumePoint, build_loggers
 from mlptrain.model import count_parameters
 from mlptrain.progress import Progress
-from mlptrain.train.setup import Parts
-from mlptrain.train.state import State
+from mlptrain.training.setup import Parts
+from mlptrain.training.state import State
 
 log = logging.getLogger("mlptrain")
 

@@ -20,7 +20,7 @@ import torch
 from mlptrain import checkpoint, signals
 from mlptrain.errors import CheckpointError, ConfigError
 from mlptrain.files import remove_stale_temps
-from mlptrain.train.setup import Parts
+from mlptrain.training.setup import Parts
 
 log = logging.getLogger("mlptrain")
 

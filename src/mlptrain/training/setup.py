@@ -20,7 +20,7 @@ from mlptrain.losses import Task, build_task, monitor_of
 from mlptrain.model import Network, build_model
 from mlptrain.optim import Schedule, build_optimizer, build_scheduler
 from mlptrain.parallel.collectives import Dist
-from mlptrain.train import sizes
+from mlptrain.training import sizes
 
 log = logging.getLogger("mlptrain")
 

@@ -1,5 +1,5 @@
 """Training one run: set-up, the loop, its state and checkpoints, guards and outputs."""
 
-from mlptrain.train.loop import Trainer
+from mlptrain.training.loop import Trainer
 
 __all__ = ["Trainer"]

@@ -2,9 +2,9 @@
 
 Metrics stay on the device during an epoch and are read back once per epoch,
 so the hot loop does no host-device synchronisation and no per-step logging.
-What it trains with is built by :mod:`~mlptrain.train.setup`; its state and checkpoints are
-:mod:`~mlptrain.train.state`, its divergence checks :mod:`~mlptrain.train.guards`, and what it
-reports goes through :mod:`~mlptrain.train.outputs`.
+What it trains with is built by :mod:`~mlptrain.training.setup`; its state and checkpoints are
+:mod:`~mlptrain.training.state`, its divergence checks :mod:`~mlptrain.training.guards`, and what it
+reports goes through :mod:`~mlptrain.training.outputs`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from mlptrain.config import RunConfig
 from mlptrain.data.bundle import DataBundle
 from mlptrain.errors import Abort, TrainingError, TrainingInterrupted
 from mlptrain.progress import Progress
-from mlptrain.train.folds import write_val_predictions
-from mlptrain.train.guards import Guards, clip_stats
-from mlptrain.train.outputs import RunOutputs
-from mlptrain.train.refit import refit
-from mlptrain.train.setup import build
-from mlptrain.train.state import Checkpoints, MidEpoch, State, already_finished, early_stop_due
+from mlptrain.training.folds import write_val_predictions
+from mlptrain.training.guards import Guards, clip_stats
+from mlptrain.training.outputs import RunOutputs
+from mlptrain.training.refit import refit
+from mlptrain.training.setup import build
+from mlptrain.training.state import Checkpoints, MidEpoch, State, already_finished, early_stop_due
 
 log = logging.getLogger("mlptrain")
 # Set by the Optuna sweeper around a trial run in this process: called after each epoch with the epoch and
@@ -64,7 +64,7 @@ class Trainer:
         self._written_at = time.monotonic()
         self._unwritten = False
         self._best_snapshot: dict | None = None
-        self.refit_epochs: int | None = None  # a refit (mlptrain.train.refit): stop here, keep the last weights
+        self.refit_epochs: int | None = None  # a refit (mlptrain.training.refit): stop here, keep the last weights
 
     def __getattr__(self, name: str):
         """The parts (model, optimizer, schedule, task, data, monitor, mode, ...) as the trainer's own

@@ -65,7 +65,7 @@ def refit_run(trainer, resume: str | None):
 
 def refit(trainer, selection_test: dict, resumed: bool) -> tuple[dict, dict]:
     """Train and test the refit; returns (its test metrics, the ``refit`` record for metrics.json)."""
-    from mlptrain.train.loop import Trainer
+    from mlptrain.training.loop import Trainer
 
     p, out_dir = trainer.parts, trainer.out_dir
     epochs = trainer.state.best_epoch

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import torch
 
 from mlptrain.errors import TrainingError
-from mlptrain.train.setup import Parts
-from mlptrain.train.state import State
+from mlptrain.training.setup import Parts
+from mlptrain.training.state import State
 
 
 class Guards:
