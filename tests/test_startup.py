@@ -144,7 +144,15 @@ def test_pictures_reuse_the_evaluation_outputs(make_cfg, tmp_path):
     trainer = Trainer(parse(make_cfg(*TINY, "trainer.image_every_n_epochs=0")), tmp_path)
     rows = []
     trainer.model.register_forward_pre_hook(lambda _m, args: rows.append(len(args[0])))
+    train_epoch = trainer.train_epoch
+
+    def marked(*args, **kwargs):  # the epoch-0 diagnostics (before training) make passes of their own
+        rows.append("training")
+        return train_epoch(*args, **kwargs)
+
+    trainer.train_epoch = marked
     trainer.fit()
+    rows = rows[rows.index("training") + 1 :]
     n_val, n_test = len(trainer.data.y_val), len(trainer.data.y_test)
     assert {"val/confusion_matrix", "test/confusion_matrix"} <= _image_tags(tmp_path)
     assert rows.count(n_val) + (rows.count(n_test) if n_test != n_val else 0) == 2  # one val, one test pass
