@@ -9,24 +9,12 @@ classes): the median time of ``Task.metrics`` with every metric against the same
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
+from _reference import median_s
 from mlptrain.losses import build_task
 from mlptrain.losses import task as task_module
 from mlptrain.schemas import LossConfig
-
-
-def median_s(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -36,11 +24,11 @@ def main() -> None:
         meta = {"name": "b", "task": "classification", "n_outputs": k, "class_names": [str(c) for c in range(k)]}
         task = build_task(LossConfig(name="cross_entropy"), meta, torch.zeros(k), torch.ones(k))
         out, y = torch.randn(n, k, generator=g), torch.arange(n) % k
-        full = median_s(lambda: task.metrics(out, y, "val"), 200)
+        full = median_s(lambda: task.metrics(out, y, "val"), 200, warmup=True)
         saved = task_module.macro_scores, task_module.Task._defined
         task_module.macro_scores, task_module.Task._defined = (lambda *a: {}), (lambda *a: False)
         try:
-            old = median_s(lambda: task.metrics(out, y, "val"), 200)
+            old = median_s(lambda: task.metrics(out, y, "val"), 200, warmup=True)
         finally:
             task_module.macro_scores, task_module.Task._defined = saved
         print(f"{n:>6} rows, {k:>2} classes: all metrics {full * 1e3:.3f} ms, without the new ones "
