@@ -153,3 +153,22 @@ def test_a_resume_that_cannot_cut_its_logs_back_is_one_line(make_cfg, tmp_path):
         n: v for n, v in before.items() if n not in ("metrics.json", "mlptrain.log", ".lock")
     }
     assert events.name in after and not list(run_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("limit", [1000, 3000])
+def test_hydras_own_config_files_that_cannot_be_written_are_one_line(tmp_path, limit):
+    """Below a few KB even Hydra's .hydra/config.yaml or hydra.yaml cannot be written: one line naming the
+    file (not Hydra's chained tracebacks), and no run record was started."""
+    run_dir = tmp_path / "run"
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = mlptrain(*TINY, f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=small_files)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert re.fullmatch(
+        f"mlptrain: error: cannot write {run_dir}/.hydra/(config|hydra).yaml: File too large"
+        " \\(nothing was trained\\)\n",
+        r.stderr,
+    ), r.stderr
+    assert not (run_dir / "metrics.json").exists()

@@ -574,3 +574,25 @@ def resume_command(run_dir: Path) -> str:
     """The exact shell command that resumes ``run_dir``, from any directory (its path is absolute; where the
     data lies comes from the checkpoint: see mlptrain.cli.resume)."""
     return "mlptrain " + shlex.quote(f"{RESUME_KEY}={hydra_value(str(Path(run_dir).resolve()))}")
+
+
+def guard_hydra_writes() -> None:
+    """Hydra writes a job's ``.hydra/`` files before the task runs; on a full disk or past a file-size limit
+    the OSError would reach Hydra's reporter as two chained tracebacks.  Here it is one line naming the
+    file, and the command exits 2 (as other write failures): nothing has trained yet, so nothing is lost."""
+    from hydra.core import utils
+
+    save = utils._save_config
+    if getattr(save, "_mlptrain_guard", False):
+        return
+
+    def guarded(cfg, filename, output_dir):
+        try:
+            save(cfg, filename, output_dir)
+        except OSError as e:
+            where = Path(output_dir) / filename
+            print(f"mlptrain: error: cannot write {where}: {e.strerror or e} (nothing was trained)", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_INPUT) from None  # as the other write failures; Hydra lets SystemExit through
+
+    guarded._mlptrain_guard = True
+    utils._save_config = guarded

@@ -22,7 +22,15 @@ from omegaconf import DictConfig
 from mlptrain import continuation, naming, rundir, signals, sweep
 from mlptrain.cli.help import app_help
 from mlptrain.cli.resume import check_resume, plan
-from mlptrain.compose import CONFIG_PACKAGE, listify, precompose, register_resolvers, reuse_compositions, scan_plugins
+from mlptrain.compose import (
+    CONFIG_PACKAGE,
+    guard_hydra_writes,
+    listify,
+    precompose,
+    register_resolvers,
+    reuse_compositions,
+    scan_plugins,
+)
 from mlptrain.config import parse
 from mlptrain.continuation import resume_in_own_dir, sweep_resume_argv
 from mlptrain.errors import (
@@ -212,6 +220,7 @@ def main() -> None:
         print(version_text())
         return
     reuse_compositions()  # precompose's composition serves Hydra's two of the same overrides
+    guard_hydra_writes()  # a full disk while Hydra writes .hydra/: one line, not its traceback
     try:
         if {"--help", "-h"} & set(sys.argv[1:]):
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
