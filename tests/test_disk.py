@@ -172,3 +172,54 @@ def test_hydras_own_config_files_that_cannot_be_written_are_one_line(tmp_path, l
         r.stderr,
     ), r.stderr
     assert not (run_dir / "metrics.json").exists()
+
+
+ENOSPC_SCRIPT = """
+import json, os, subprocess, sys
+base, sizes = sys.argv[1], sys.argv[2:]
+out = {}
+for kb in sizes:
+    mnt = os.path.join(base, kb)
+    os.makedirs(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", mnt], check=True)
+    run = os.path.join(mnt, "run")
+    r = subprocess.run([sys.executable, "-m", "mlptrain", *json.loads(os.environ["ARGS"]), f"hydra.run.dir={run}"],
+                       capture_output=True, text=True, cwd=base)
+    metrics = os.path.join(run, "metrics.json")
+    status = json.load(open(metrics)).get("status") if os.path.exists(metrics) else None
+    out[kb] = {"rc": r.returncode, "stderr": r.stderr, "status": status}
+    subprocess.run(["umount", mnt])
+print(json.dumps(out))
+"""
+
+
+def test_a_really_full_disk_at_any_moment_is_one_line_and_a_final_status(tmp_path):
+    """Small tmpfs mounts (a user and mount namespace: no root needed) fill up at different writes: Hydra's
+    files, the run dir's lock, the event file, a checkpoint, metrics.json. Each run ends in one line, and
+    a metrics.json, where one was written, never stays "running" (when the atomic write has no room, the
+    record is rewritten in place without its per-epoch history)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("needs unprivileged user namespaces (unshare -rm) to mount a small tmpfs")
+    args = ["trainer.epochs=3", "model.hidden=[64,64]", "trainer.checkpoint_interval_s=0", "trainer.progress=none"]
+    sizes = ["8", "16", "48", "160", "240"]
+    r = subprocess.run(
+        ["unshare", "-rm", sys.executable, "-c", ENOSPC_SCRIPT, str(tmp_path), *sizes],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ARGS": json.dumps(args)},
+    )
+    assert r.returncode == 0, r.stderr
+    runs = json.loads(r.stdout)
+    for kb, run in runs.items():
+        assert run["rc"] == 2, (kb, run)
+        assert re.fullmatch(r"mlptrain: error: cannot write [^\n]*No space left on device[^\n]*\n", run["stderr"]), (
+            kb,
+            run["stderr"],
+        )
+        assert run["status"] in (None, "failed"), (kb, run)
+    assert any(run["status"] == "failed" for run in runs.values())

@@ -89,6 +89,22 @@ def record_failure(out_dir: Path, msg: str, status: str = "failed") -> None:
         data = json.loads(metrics.read_text()) if metrics.is_file() else {}
         old = data.get("status")
         data.update({"status": old if old in ("diverged", "interrupted") else status, "error": msg})
-        write_json(metrics, data)
+        try:
+            write_json(metrics, data)
+        except CheckpointError:  # a full disk: no room for the atomic copy; the status must still be final
+            _rewrite_in_place(metrics, data)
     except (OSError, ValueError, CheckpointError):  # the error itself is still printed
         pass
+
+
+def _rewrite_in_place(path: Path, data: dict) -> None:
+    """Overwrite ``path`` with ``data`` less its per-epoch history (also in metrics.csv and the events):
+    truncating first frees the file's blocks, so a full disk has room for the shorter record.  Not
+    atomic, hence only where the atomic write has failed and ``path`` would otherwise say "running"."""
+    small = {k: v for k, v in data.items() if k != "history"}
+    small["history_dropped"] = "the disk was full; the per-epoch history is in metrics.csv and the events"
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(json.dumps(small, indent=2).encode())
+        f.flush()
+        os.fsync(f.fileno())

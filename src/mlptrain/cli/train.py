@@ -176,6 +176,9 @@ def _hydra_main(cfg: DictConfig) -> float:
         except TrainingError as e:
             code, msg = exit_code(e, EXIT_FAILED), str(e)
             last_job.update(run_dir=out_dir, error=to_record(e))
+        except OSError as e:  # a write outside mlptrain's guarded ones (a full disk at start-up): one line
+            code, msg = EXIT_BAD_INPUT, f"cannot write {e.filename or out_dir}: {e.strerror or e}"
+            last_job.update(run_dir=out_dir, error=to_record(CheckpointError(msg)))
         else:
             last_job.update(run_dir=out_dir, metrics=result)
             if announce:
@@ -221,6 +224,7 @@ def main() -> None:
         return
     reuse_compositions()  # precompose's composition serves Hydra's two of the same overrides
     guard_hydra_writes()  # a full disk while Hydra writes .hydra/: one line, not its traceback
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per line (the error is reported)
     try:
         if {"--help", "-h"} & set(sys.argv[1:]):
             if app_help(sys.argv[1:]):  # Hydra's own --help takes over a second
