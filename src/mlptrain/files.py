@@ -98,11 +98,12 @@ def record_failure(out_dir: Path, msg: str, status: str = "failed") -> None:
 
 
 def _rewrite_in_place(path: Path, data: dict) -> None:
-    """Overwrite ``path`` with ``data`` less its per-epoch history (also in metrics.csv and the events):
-    truncating first frees the file's blocks, so a full disk has room for the shorter record.  Not
-    atomic, hence only where the atomic write has failed and ``path`` would otherwise say "running"."""
+    """Overwrite ``path`` with ``data`` less its per-epoch history (also in the event file, and in
+    metrics.csv with the csv logger): truncating first frees the file's blocks, so a full disk has room
+    for the shorter record.  Not atomic, hence only where the atomic write has failed and ``path`` would
+    otherwise say "running"."""
     small = {k: v for k, v in data.items() if k != "history"}
-    small["history_dropped"] = "the disk was full; the per-epoch history is in metrics.csv and the events"
+    small["history_dropped"] = "the disk was full; the history is in the event file (and metrics.csv with the csv logger)"
     with open(path, "r+b") as f:
         f.truncate(0)
         f.write(json.dumps(small, indent=2).encode())
