@@ -103,7 +103,7 @@ def _rewrite_in_place(path: Path, data: dict) -> None:
     for the shorter record.  Not atomic, hence only where the atomic write has failed and ``path`` would
     otherwise say "running"."""
     small = {k: v for k, v in data.items() if k != "history"}
-    small["history_dropped"] = "the disk was full; the history is in the event file (and metrics.csv with the csv logger)"
+    small["history_dropped"] = "the disk was full; the history is in the event file (and metrics.csv, csv logger)"
     with open(path, "r+b") as f:
         f.truncate(0)
         f.write(json.dumps(small, indent=2).encode())
