@@ -51,3 +51,30 @@ def test_a_second_composition_reuses_the_first_and_sees_a_changed_config_store(m
         assert _compose(overrides).hydra.sweeper._target_ == "somewhere.Else"  # not the kept composition
     finally:
         store.repo["hydra"]["sweeper"]["basic.yaml"] = before
+
+
+def test_compositions_that_differ_in_plain_values_share_one_merge(monkeypatch):
+    """seed=1 and seed=2 (a sweep's jobs) merge the same files: one kept entry, each with its own values, each
+    equal to Hydra's own composition; a group choice or a dict value is part of the key."""
+    monkeypatch.setattr(config_loader_impl, "create_defaults_list", config_loader_impl.create_defaults_list)
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "_compose_config_from_defaults_list", ConfigLoaderImpl._compose_config_from_defaults_list
+    )
+    monkeypatch.setattr(mlp_compose, "_reused", {})
+    variants = [
+        ["dataset=moons", "seed=1", "trainer.epochs=3"],
+        ["dataset=moons", "seed=2", "model.hidden=[4,4]"],
+        ["dataset=moons", "seed=3", "~trainer.early_stopping", "+trainer.extra=1"],
+    ]
+    hydra_own = [OmegaConf.to_container(_compose(v), resolve=False) for v in variants]
+    mlp_compose.reuse_compositions()
+    reused = [OmegaConf.to_container(_compose(v), resolve=False) for v in variants]
+    assert len(mlp_compose._reused) == 1
+    for own, ours in zip(hydra_own, reused):
+        for volatile in ("runtime", "job"):  # the cwd, output dir and the like are filled anew
+            own["hydra"].pop(volatile), ours["hydra"].pop(volatile)
+        assert ours == own
+    assert reused[1]["model"]["hidden"] == [4, 4] and reused[0]["seed"] == 1
+    assert "early_stopping" not in reused[2]["trainer"] and reused[2]["trainer"]["extra"] == 1
+    _compose(["dataset=circles", "seed=1"])  # another group choice: another entry
+    assert len(mlp_compose._reused) == 2

@@ -29,7 +29,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import OverrideParseException
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mlptrain import dataset_config, naming, schemas, study_config
@@ -460,8 +460,10 @@ def _plugin_hint(text: str) -> str:
 # (Hydra.get_mode) and by Hydra for the run itself; each builds the same defaults list and merges the same
 # YAML files (~0.2 s on 2 cores). reuse_compositions() keeps the last few of those two results, so the later
 # compositions only apply their overrides and fill Hydra's runtime fields, which Hydra does anew each time.
+# Overrides that set plain values are left out of the key: a sweep's master config, its first job and (in a
+# worker process of another launcher) each further job differ only in those.
 _reused: dict[tuple, tuple] = {}  # key -> (defaults list, a pristine copy of its merged config, the nodes)
-_REUSE_MAX = 8  # a sweep composes a few structures; its jobs' own overrides differ and are not kept
+_REUSE_MAX = 8  # a sweep composes a few structures (its jobs' own plain values share one)
 
 
 def scan_plugins() -> None:
@@ -495,23 +497,34 @@ def reuse_compositions() -> None:
     build, merge = config_loader_impl.create_defaults_list, ConfigLoaderImpl._compose_config_from_defaults_list
 
     def create_defaults_list(repo, config_name, overrides_list, prepend_hydra, skip_missing):
-        # hydra.mode=RUN, which Hydra appends for the run itself, is a plain value: it joins the config
-        # overrides of the kept list and cannot change which YAML files are merged.
-        mode = [o for o in overrides_list if o.input_line.startswith("hydra.mode=")]
-        lines = tuple(o.input_line for o in overrides_list if o not in mode)
+        # A plain value (seed=3, hydra.mode=RUN, which Hydra appends for the run itself) is applied after the
+        # merge, as Hydra's defaults list sorts it (hydra._internal.defaults_list.Overrides): it cannot change
+        # which YAML files are merged, so the jobs of a sweep over values share one list and one merge, each
+        # with its own values.
+        # Sweeps (seed=0,1,2 in the multirun's master config) are skipped there as well.
+        plain = [
+            o
+            for o in overrides_list
+            if not o.is_sweep_override() and (isinstance(o.value(), dict) or not repo.group_exists(o.key_or_group))
+        ]
+        lines = tuple(o.input_line for o in overrides_list if o not in plain and not o.is_sweep_override())
         sources = tuple((s.provider, s.path) for s in repo.get_sources())
         nodes = _structured_configs()
         key = (config_name, lines, prepend_hydra, sources, tuple((p, id(n)) for p, n in nodes))
-        # skip_missing (Hydra's multirun mode) only drops a '???' group a strict composition would refuse: a
-        # strict one that succeeded serves both; a lenient one is not kept.
         if key in _reused:
-            kept = _reused[key][0]
-            return dataclasses.replace(kept, config_overrides=kept.config_overrides + mode) if mode else kept
-        result = build(repo, config_name, overrides_list, prepend_hydra, skip_missing)
-        if not skip_missing:
-            if len(_reused) >= _REUSE_MAX:
-                _reused.pop(next(iter(_reused)))
-            _reused[key] = (result, None, nodes)
+            return dataclasses.replace(_reused[key][0], config_overrides=plain)
+        # skip_missing (Hydra's multirun mode) only drops a '???' group a strict composition would refuse: a
+        # strict one that succeeds serves both (the master config of a sweep and its first job); when it fails,
+        # the lenient one is not kept.
+        try:
+            result = build(repo, config_name, overrides_list, prepend_hydra, False)
+        except ConfigCompositionException:
+            if not skip_missing:
+                raise
+            return build(repo, config_name, overrides_list, prepend_hydra, True)
+        if len(_reused) >= _REUSE_MAX:
+            _reused.pop(next(iter(_reused)))
+        _reused[key] = (result, None, nodes)
         return result
 
     def compose_from_defaults(self, defaults, repo):
