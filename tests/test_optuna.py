@@ -226,9 +226,14 @@ SWEEPS = ("plain", "pruned")
         (["hydra.sweeper.pruner=bogus"], "hydra.sweeper.pruner.name: unknown pruner 'bogus'; valid: none, median, "),
         (["hydra.sweeper.pruner.min_resource=2"], "hydra.sweeper.pruner.min_resource: not an option of the none"),
         (
-            ["hydra.sweeper.sampler.name=cmaes"],
-            "hydra.sweeper.sampler.name: unknown sampler 'cmaes'; valid: tpe, random",
+            ["hydra.sweeper.sampler.name=anneal"],
+            "hydra.sweeper.sampler.name: unknown sampler 'anneal'; valid: tpe, random, gp, cmaes, qmc, nsgaii",
         ),
+        (
+            ["hydra.sweeper.sampler=qmc", "hydra.sweeper.sampler.qmc_type=lhs"],
+            "hydra.sweeper.sampler.qmc_type: 'lhs'; ",
+        ),
+        (["hydra.sweeper.sampler=nsgaii", "hydra.sweeper.sampler.multivariate=true"], "hydra.sweeper.sampler.multiv"),
         (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs: 0; valid: an integer >= 1"),
         (["hydra.sweeper.sampler.seed=x"], "hydra.sweeper.sampler.seed: 'x'; valid: an integer"),
         (

@@ -25,7 +25,14 @@ DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = {  # name -> the SamplerConf keys it takes (besides name and seed)
     "tpe": ("n_startup_trials", "multivariate"),
     "random": (),
+    "gp": ("n_startup_trials",),  # Gaussian-process Bayesian optimisation (Optuna's GPSampler: scipy, torch)
+    "cmaes": ("n_startup_trials",),  # CMA-ES (the cmaes package)
+    "qmc": ("qmc_type", "scramble"),  # a quasi-random sequence (scipy)
+    "nsgaii": ("population_size",),  # a genetic algorithm
 }
+# Grid search is the basic sweeper's (mlptrain -m a=1,2 b=3,4); Optuna's GridSampler stops a study from inside
+# optimize(), which an ask/tell study has not.
+NEEDS = {"gp": "scipy", "qmc": "scipy", "cmaes": "cmaes"}  # sampler -> the module it imports
 PRUNERS = {  # name -> the PrunerConf keys it takes (besides name)
     "none": (),
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
@@ -42,6 +49,9 @@ class SamplerConf:
     seed: Any = None  # per job: seed + job number, so a continued study asks the same trials
     n_startup_trials: Any = None  # None: Optuna's default
     multivariate: Any = None
+    qmc_type: Any = None  # sobol | halton
+    scramble: Any = None
+    population_size: Any = None
 
 
 @dataclass
@@ -225,13 +235,15 @@ def _options(conf: Any, kind: str, table: dict[str, tuple], extra: tuple) -> tup
 
 # The least value of each integer option of a sampler or pruner (None: any integer).
 MINIMUM = {"seed": None, "n_startup_trials": 0, "n_warmup_steps": 0, "min_early_stopping_rate": 0}
-MINIMUM |= {"interval_steps": 1, "min_resource": 1, "max_resource": 1, "reduction_factor": 2}
+MINIMUM |= {"interval_steps": 1, "min_resource": 1, "max_resource": 1, "reduction_factor": 2, "population_size": 2}
 
 
 def _valid(key: str, value: Any) -> str | None:
     """What would be valid for a sampler's or pruner's option, or None when ``value`` is."""
-    if key == "multivariate":
+    if key in ("multivariate", "scramble"):
         return None if isinstance(value, bool) else "true or false"
+    if key == "qmc_type":
+        return None if value in ("sobol", "halton") else "sobol or halton"
     if key.endswith("_resource") and value == "auto":
         return None
     low = MINIMUM[key]
@@ -241,7 +253,13 @@ def _valid(key: str, value: Any) -> str | None:
 
 
 def sampler_options(conf: Any) -> tuple[str, dict]:
-    return _options(conf, "sampler", SAMPLERS, ("seed",))
+    import importlib.util
+
+    name, given = _options(conf, "sampler", SAMPLERS, ("seed",))
+    needs = NEEDS.get(name)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise ConfigError(f"hydra.sweeper.sampler.name: the {name} sampler needs {needs}: pip install {needs}")
+    return name, given
 
 
 def pruner_options(conf: Any) -> tuple[str, dict]:

@@ -156,10 +156,20 @@ class MlptrainOptunaSweeper(Sweeper):
 
         name, options = sampler_options(self.conf.get("sampler"))
         seed = options.pop("seed", None)
-        seed = None if seed is None else int(seed) + job
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, **options)
+        if seed is not None and name != "qmc":  # a QMC sequence (its scrambling) is the study's, not a job's
+            seed = int(seed) + job
+        samplers = optuna.samplers
+        make = {
+            "random": samplers.RandomSampler,
+            "tpe": samplers.TPESampler,
+            "gp": samplers.GPSampler,
+            "cmaes": samplers.CmaEsSampler,
+            "qmc": samplers.QMCSampler,
+            "nsgaii": samplers.NSGAIISampler,
+        }[name]
+        if name == "qmc":  # asked for one trial at a time by design, from a fresh sampler per job
+            options.setdefault("warn_asynchronous_seeding", False)
+        return make(seed=seed, **options)
 
     def _run(self, study) -> None:
         from optuna.trial import Trial, TrialState
