@@ -132,15 +132,21 @@ class TensorBoard:
         import torch
 
         v = values.detach().flatten().float()
-        v = v[torch.isfinite(v)]
         if not v.numel():
             return
-        lo, hi = v.min(), v.max()
-        if lo == hi:
-            lo, hi = lo - 0.5, hi + 0.5
-        counts = torch.histc(v, bins, float(lo), float(hi))
-        edges = torch.linspace(float(lo), float(hi), bins + 1)[1:]
-        mn, mx, total, squares = torch.stack([v.min(), v.max(), v.sum(), v.pow(2).sum()]).tolist()
+        # min and max are NaN or infinite only when some value is: the (costly) mask only then
+        mn, mx = torch.aminmax(v)
+        if not (torch.isfinite(mn) and torch.isfinite(mx)):
+            v = v[torch.isfinite(v)]
+            if not v.numel():
+                return
+            mn, mx = torch.aminmax(v)
+        mn, mx, total, squares = torch.stack([mn, mx, v.sum(), v.pow(2).sum()]).tolist()
+        lo, hi = mn, mx
+        if lo == hi:  # (in float32, as the values are)
+            lo, hi = float(torch.tensor(lo) - 0.5), float(torch.tensor(hi) + 0.5)
+        counts = torch.histc(v, bins, lo, hi)
+        edges = torch.linspace(lo, hi, bins + 1)[1:]
         self.writer.add_histogram_raw(tag, mn, mx, v.numel(), total, squares, edges.tolist(), counts.tolist(), step)
 
     def hparams_start(self, hparams: dict, metric_tags: list[str]) -> None:
