@@ -1,6 +1,7 @@
 """What writing TensorBoard data costs, in the same run: the records' CRC-32C (mlptrain's numpy one
 against TensorBoard's pure-Python one), each real picture per PNG level (encode + CRC + write), the
-HParams ``record()`` with N other runs under ``outputs/``, and creating the TensorBoard logger.
+HParams ``record()`` with N other runs under ``outputs/``, creating the TensorBoard logger, and the
+jobs of an in-process sweep with either CRC.
 
 The pictures are a run's own: a short moons run (decision boundary, confusion matrix) and, with
 --data-dir, a short MNIST run (confusion matrix of 10 classes, misclassified grid), read back from
@@ -172,11 +173,52 @@ def logger_table(repeats: int, work: Path) -> None:
     print(f"  {opens[len(opens) // 2] * 1e3:.2f} | {closes[len(closes) // 2] * 1e3:.2f}")
 
 
+def job_table(jobs: int, data_dir: str | None, work: Path) -> None:
+    """Jobs of an in-process sweep (``mlptrain.cli.run``, as the basic launcher runs them), alternately
+    with mlptrain's CRC and with TensorBoard's put back, medians of the jobs after the first two."""
+    import logging
+
+    from hydra import compose, initialize_config_module
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as theirs
+    from tensorboard.summary.writer import record_writer
+
+    from mlptrain.cli import run
+    from mlptrain.loggers import crc32c
+
+    logging.disable(logging.CRITICAL)
+    print("Per job of an in-process sweep (ms, max_steps=10): with our CRC | with TensorBoard's | saved")
+    kinds = [("moons", [])] + ([("mnist", ["dataset=mnist"])] if data_dir else [])
+    if data_dir:
+        os.environ["MLPTRAIN_DATA"] = data_dir
+    install, old = crc32c.install, os.getcwd()
+    os.chdir(work)
+    try:
+        for name, overrides in kinds:
+            with initialize_config_module(config_module="mlptrain.configs", version_base="1.3"):
+                base = ["trainer.max_steps=10", "trainer.progress=none", "trainer.num_threads=1"]
+                cfg = compose(config_name="config", overrides=[*base, *overrides])
+            times: dict[str, list[float]] = {"ours": [], "theirs": []}
+            for i in range(2 * jobs + 2):
+                which = "ours" if i % 2 else "theirs"
+                crc32c.install = install if which == "ours" else lambda: None
+                record_writer.masked_crc32c = crc32c.masked_crc32c if which == "ours" else theirs
+                t0 = time.perf_counter()
+                run(cfg, work / "outputs" / "multirun" / name / str(i))
+                times[which].append(time.perf_counter() - t0)
+            ours, slow = (statistics.median(times[k][1:]) for k in ("ours", "theirs"))
+            print(f"  {name}: {ours * 1e3:7.1f} | {slow * 1e3:7.1f} | {(slow - ours) * 1e3:6.1f}")
+    finally:
+        crc32c.install = install
+        os.chdir(old)
+        logging.disable(logging.NOTSET)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (for the MNIST pictures)")
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--jobs", type=int, default=8, help="jobs of the in-process sweep, per CRC")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -184,6 +226,7 @@ def main() -> None:
         png_table(run_pictures(args.data_dir, work), args.repeats, work)
         record_table(args.runs, args.repeats, work)
         logger_table(args.repeats, work)
+        job_table(args.jobs, args.data_dir, work)
 
 
 if __name__ == "__main__":

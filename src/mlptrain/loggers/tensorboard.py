@@ -110,10 +110,11 @@ class TensorBoard:
     def image(self, tag: str, img, step: int) -> None:
         """A ``(3, H, W)`` float image in [0, 1], as PNG at zlib level 1 (``add_image``: level 6).
 
-        Measured per picture, encode + CRC + write (``benchmarks/tb_write_cost.py``): a decision boundary
-        4.3 ms at level 1, 4.7 at 3, 8.3 at 6; a 10-class confusion matrix 15 / 16 / 22 ms; a grid of
-        mistakes 5.0 / 5.5 / 8.2 ms.  Level 6 saves 7-24% of the bytes (3-6 KB a picture), which with
-        :mod:`mlptrain.loggers.crc32c` cost ~0.005 ms/KB to checksum: time is the encoder's alone."""
+        Measured per picture, encode + CRC + write (``benchmarks/tb_write_cost.py``, the real pictures):
+        level 6 takes 1.3-1.9x level 1's time (decision boundary 4.3 -> 8.3 ms, 10-class confusion matrix
+        15 -> 22 ms, grid of mistakes 5.0 -> 8.2 ms) to save 7-24% of the bytes (3-6 KB), and level 3
+        saves 2-10% for ~5% more time.  With :mod:`mlptrain.loggers.crc32c` those bytes cost ~0.005 ms/KB
+        to checksum, so the encoder's time is all that counts."""
         import io
 
         import torch
