@@ -25,11 +25,12 @@ def logger_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def config_yaml(config: dict) -> str:
-    """The resolved config as YAML, in the config's own key order (lists of values on one line)."""
+def config_yaml(config: dict, base: type | None = None) -> str:
+    """The resolved config as YAML, in the config's own key order (lists of values on one line).
+    ``base``: the PyYAML dumper to build on; libyaml's when PyYAML has it (the same text, 5x faster)."""
     import yaml
 
-    class Dumper(yaml.SafeDumper):
+    class Dumper(base or getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
         pass
 
     def short_list(dumper, data):

@@ -26,8 +26,10 @@ five significant digits (a seed 0 as ``0.0000``).
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import time
 from pathlib import Path
 
 from mlptrain.files import atomic_write, write_json
@@ -81,16 +83,70 @@ def root(run_dir: Path, cwd: Path | None = None) -> Path | None:
     return cwd / parts[0] if len(parts) > 1 else None
 
 
-def _records(root: Path) -> list[dict]:
-    out = []
-    for path in sorted(root.rglob(RECORD)):
+# What a logdir holds, kept between rebuilds of its summary (a sweep rebuilds it three times a job):
+# each folder's listing while its mtime is unchanged, each record while its file is.  Only what was
+# already older than RACY_NS when it was read is kept: a timestamp that recent may not move for a
+# change made within the same tick of a coarse clock.
+RACY_NS = 2_000_000_000
+_listings: dict[str, tuple[int, bool, list[str]]] = {}  # folder -> (mtime_ns, has a record, sub-folders)
+_parsed: dict[str, tuple[tuple[int, int, int], dict | None]] = {}  # record -> ((ino, mtime_ns, size), its content)
+
+
+def _record_paths(top: Path) -> list[str]:
+    """Every ``hparams.json`` beneath ``top``, as ``sorted(top.rglob(RECORD))`` has them (symlinked folders
+    not followed, in the order of their parts), as strings: ``Path`` objects cost more than the walk."""
+    found, stack = [], [os.fspath(top)]
+    while stack:
+        folder = stack.pop()
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # being written, or not ours
-        if isinstance(rec, dict) and isinstance(rec.get("hparams"), dict) and isinstance(rec.get("metrics"), list):
-            out.append(rec)
-    return out
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            continue
+        cached = _listings.get(folder)
+        if cached is not None and cached[0] == mtime:
+            _, has, subs = cached
+        else:
+            has, subs, now = False, [], time.time_ns()
+            try:
+                with os.scandir(folder) as entries:
+                    for e in entries:
+                        if e.name == RECORD:
+                            has = True
+                        elif e.is_dir(follow_symlinks=False):
+                            subs.append(e.path)
+            except OSError:
+                continue
+            if now - mtime > RACY_NS:
+                _listings[folder] = (mtime, has, subs)
+            else:
+                _listings.pop(folder, None)
+        if has:
+            found.append(os.path.join(folder, RECORD))
+        stack.extend(subs)
+    return sorted(found, key=lambda p: p.split(os.sep))
+
+
+def _read_record(path: str) -> dict | None:
+    try:
+        st = os.stat(path)
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = _parsed.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        now = time.time_ns()
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None  # being written, or not ours
+    if not (isinstance(rec, dict) and isinstance(rec.get("hparams"), dict) and isinstance(rec.get("metrics"), list)):
+        rec = None
+    if now - st.st_mtime_ns > RACY_NS:
+        _parsed[path] = (key, rec)
+    return rec
+
+
+def _records(root: Path) -> list[dict]:
+    return [rec for rec in map(_read_record, _record_paths(Path(root))) if rec is not None]
 
 
 def _hparam_info(name: str, values: list, everywhere: bool):
@@ -176,11 +232,21 @@ def session_end():
 
 def record(run_dir: Path, hparams: dict, metrics: list[str], duplicate: str | None = None) -> None:
     """Keep the run's values and metric tags (and which metric duplicates the loss, for a resume)
-    beside its events, and rebuild the summary above it."""
+    beside its events, and rebuild the summary above it when its columns may change: not when the
+    run's values and tags are those it already recorded (its first epoch, deciding the duplicate)."""
+    path = Path(run_dir) / RECORD
     rec = {"hparams": hparams, "metrics": list(metrics), "duplicate": duplicate}
-    write_json(Path(run_dir) / RECORD, rec, RECORD)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old != rec:
+        write_json(path, rec, RECORD)
     top = root(run_dir)
-    if top is not None:
+    if top is None:
+        return
+    same = isinstance(old, dict) and [old.get("hparams"), old.get("metrics")] == [rec["hparams"], rec["metrics"]]
+    if not same or not (top / EXPERIMENT_FILE).is_file():
         write_experiment(top)
 
 
@@ -188,7 +254,6 @@ def write_experiment(top: Path) -> None:
     """``top``'s experiment summary, from every run record beneath it (a failure to write it costs
     the table's column order, never the run)."""
     from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
 
     records = _records(top)
     if not records:
@@ -198,12 +263,23 @@ def write_experiment(top: Path) -> None:
         Event(wall_time=0.0, step=0, summary=experiment(records)).SerializeToString(),
     ]
 
-    def write(f):
-        out = RecordWriter(f)
-        for e in events:
-            out.write(e)
-
+    path = Path(top) / EXPERIMENT_FILE
+    summary = b"".join(map(_framed, events))
     try:
-        atomic_write(Path(top) / EXPERIMENT_FILE, write)
+        if path.read_bytes() == summary:
+            return  # (another run's rebuild that changed nothing: no rewrite, no fsync)
     except OSError:
         pass
+    try:
+        atomic_write(path, lambda f: f.write(summary))
+    except OSError:
+        pass
+
+
+def _framed(event: bytes) -> bytes:
+    """One record as TensorBoard's ``RecordWriter`` writes it."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    out = io.BytesIO()
+    RecordWriter(out).write(event)
+    return out.getvalue()
