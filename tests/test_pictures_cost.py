@@ -108,3 +108,32 @@ def test_ten_classes_fit_both_lines_in_smaller_cells():
         ink = (body - body[:, :1, :1]).abs().amax(0) > 0.2  # text on the cell's tint (its corner)
         upper, lower = ink[: cell // 2 - 2], ink[cell // 2 - 2 :]
         assert upper.sum() > 10 and lower.sum() > 10  # the count and the row share, both inside the cell
+
+
+def plain_dots(img, rows, cols, colours, radius, outline):
+    """Disc offset after disc offset, the points of each written in turn (the last write wins)."""
+    _, h, w = img.shape
+    r_out = radius + (1.0 if outline is not None else 0.0)
+    span = int(r_out)
+    offsets = [(dy, dx) for dy in range(-span, span + 1) for dx in range(-span, span + 1)]
+    for r, fixed in [(r_out, None)] if outline is None else [(r_out, outline), (radius, None)]:
+        for dy, dx in offsets:
+            if dy * dy + dx * dx <= r * r:
+                for i in range(len(rows)):
+                    y, x = int(rows[i]) + dy, int(cols[i]) + dx
+                    if 0 <= y < h and 0 <= x < w:
+                        img[:, y, x] = fixed if fixed is not None else colours[i]
+
+
+@pytest.mark.parametrize("radius, outline", [(1.5, images.DARK), (1.0, None), (2.0, images.DARK)])
+def test_dots_are_painted_in_order_as_one_at_a_time(radius, outline):
+    g = torch.Generator().manual_seed(1)
+    rows, cols = (
+        torch.randint(-3, 23, (60,), generator=g),
+        torch.randint(-3, 33, (60,), generator=g),
+    )  # crowded, some off
+    colours = torch.rand(60, 3, generator=g)
+    fast, plain = torch.ones(3, 20, 30), torch.ones(3, 20, 30)
+    images.draw_dots(fast, rows, cols, colours, radius=radius, outline=outline)
+    plain_dots(plain, rows, cols, colours, radius, outline)
+    assert torch.equal(fast, plain)
