@@ -11,6 +11,7 @@ as a ratio of the epoch; and the counting hooks' cost to an epoch and its valida
 the validation or not, interleaved).  Medians of --repeats.
 
     python benchmarks/diagnostics_cost.py [--repeats 3] [--jobs 8] [--threads 1] [--cases images]
+    MLPTRAIN_DATA=/work/data python benchmarks/diagnostics_cost.py --cases MNIST   # genuine MNIST too
 
 Point PYTHONPATH at another checkout's src/ to measure its code the same way (the "before").
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +36,15 @@ CASES = {
     "sine, gaussian_nll": ["dataset=sine", "loss=gaussian_nll"],
     "28x28 images, 5 epochs": ["model.hidden=[256,256]", "trainer.epochs=5"],
 }
+MNIST_RAW = Path(os.environ.get("MLPTRAIN_DATA", "~/.cache/mlptrain")).expanduser() / "MNIST" / "raw"
+if MNIST_RAW.is_dir():  # genuine MNIST at hand ($MLPTRAIN_DATA): bench_mnist.py's short sweep job
+    CASES["MNIST [64], 50 steps"] = [
+        "dataset=mnist",
+        "dataset.download=false",
+        f"dataset.data_dir={MNIST_RAW.parent.parent}",
+        "model.hidden=[64]",
+        "trainer.max_steps=50",
+    ]
 
 
 def image_bundle(n_train: int = 6000, n_eval: int = 1000):

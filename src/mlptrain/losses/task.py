@@ -187,24 +187,45 @@ def macro_scores(pred: torch.Tensor, y: torch.Tensor, k: int) -> dict[str, torch
 def roc_auc(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """ROC-AUC: binary, of the positive class's probability; more classes, the macro mean of one-vs-rest
     AUCs. Each AUC is the Mann-Whitney statistic, tied scores sharing their mean rank (as
-    scikit-learn's roc_auc_score); every class must have rows (see :func:`undefined_reason`)."""
+    scikit-learn's roc_auc_score); every class must have rows (see :func:`undefined_reason`); NaN
+    scores (a diverged model) give NaN.
+
+    Only the positives are ranked: a row is the positive of its own class's column, so each column is
+    sorted once and its positives are found in it by binary search; the mean rank of a tie run is
+    (rows below + rows at or below + 1) / 2, summed as integers (exact)."""
     k = p.shape[1]
-    scores = p[:, 1:] if k == 2 else p
-    positive = F.one_hot(y.long(), k)[:, 1:] if k == 2 else F.one_hot(y.long(), k)
-    n = len(scores)
-    s, order = scores.double().sort(0)
-    pos = positive.gather(0, order).double()
-    idx = torch.arange(n, device=p.device).unsqueeze(1).expand_as(s)
-    starts = torch.ones_like(s, dtype=torch.bool)
-    starts[1:] = s[1:] != s[:-1]  # the first row of each run of tied scores
-    ends = torch.ones_like(starts)
-    ends[:-1] = starts[1:]  # the last row of each run
-    first = torch.where(starts, idx, 0).cummax(0).values
-    last = torch.where(ends, idx, n - 1).flip(0).cummin(0).values.flip(0)
-    rank = (first + last).double() / 2 + 1  # 1-based mean rank of each tie run
-    n_pos = pos.sum(0)
-    n_neg = n - n_pos
-    auc = ((rank * pos).sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    y = y.long()
+    p = p.detach() if p.dtype in (torch.float32, torch.float64) else p.detach().float()  # exact: the same ties
+    if k == 2:
+        scores = p[:, 1:]
+        positives = [scores[y == 1, 0]]
+    else:
+        scores = p
+        by_class = y.argsort(stable=True)  # each row's score in its own class's column, class by class
+        positives = scores[by_class, y[by_class]].split(torch.bincount(y, minlength=k).tolist())
+    if scores.device.type == "cpu":  # numpy's sort: ~15x torch's on CPU (0.6 against 9 ms for MNIST's test split)
+        import numpy as np
+
+        columns = np.sort(scores.T.numpy(), axis=1)
+        keys = (np.sort(v.numpy()) for v in positives)  # sorted keys: each search starts where the last ended
+        below = [
+            int(np.searchsorted(c, v, "left").sum() + np.searchsorted(c, v, "right").sum())
+            for c, v in zip(columns, keys)
+        ]
+        twice = torch.tensor(below, device=p.device)
+    else:
+        columns = scores.T.contiguous().sort(1).values
+        below = [
+            torch.searchsorted(c, v).sum() + torch.searchsorted(c, v, right=True).sum()
+            for c, v in zip(columns, positives)
+        ]
+        twice = torch.stack(below)
+    # twice: per column, twice its positives' rank sum less their count (ranks from 1)
+    n_pos = torch.tensor([len(v) for v in positives], dtype=torch.float64, device=p.device)
+    n_neg = len(scores) - n_pos
+    auc = ((twice.double() + n_pos) / 2 - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    if torch.isnan(scores).any():
+        auc = torch.full_like(auc, float("nan"))
     return auc.mean().float()
 
 
