@@ -11,8 +11,9 @@ scalar tag of every run a metric column, alphabetically (``dead_relu/*`` first).
 * the top folder under the working directory that holds the run (``outputs/``; for a run dir outside
   the working directory, its parent) gets the one experiment summary, ``events.out.tfevents.0.hparams``,
   rebuilt from every ``hparams.json`` beneath it: every hyperparameter any run has, ``differs`` where
-  the values vary (TensorBoard shows those first, the rest by name), and the metrics in order of
-  importance (each run's monitored metric, then its test metrics, train time last).
+  the values vary (TensorBoard opens on five of those, by name; with more, the keys a sweep varies are
+  the ones marked, then the differing group choices), and the metrics in order of importance (each run's
+  monitored metric, then its test metrics, train time last).
 
 Only one: with several in a logdir, TensorBoard takes an arbitrary one (its data server's run order).
 So ``tensorboard --logdir outputs`` shows every run's columns, whatever the mix of tasks; pointed at
@@ -35,6 +36,7 @@ from pathlib import Path
 from mlptrain.files import atomic_write, write_json
 
 RECORD = "hparams.json"
+VISIBLE = 5  # the hyperparameter columns TensorBoard's HParams table shows when it opens
 EXPERIMENT_FILE = "events.out.tfevents.0.hparams"
 
 
@@ -146,7 +148,17 @@ def _read_record(path: str) -> dict | None:
 
 
 def _records(root: Path) -> list[dict]:
-    return [rec for rec in map(_read_record, _record_paths(Path(root))) if rec is not None]
+    """Every run record beneath ``root``, each with ``sweep``: the sweep folder holding the run (its
+    ``multirun.yaml``), or None for a single run."""
+    out, sweeps = [], {}
+    for path in _record_paths(Path(root)):
+        rec = _read_record(path)
+        if rec is not None:
+            parent = os.path.dirname(os.path.dirname(path))
+            if parent not in sweeps:
+                sweeps[parent] = os.path.isfile(os.path.join(parent, "multirun.yaml"))
+            out.append({**rec, "sweep": parent if sweeps[parent] else None})
+    return out
 
 
 def _hparam_info(name: str, values: list, everywhere: bool):
@@ -174,10 +186,22 @@ def experiment(records: list[dict]):
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     values: dict[str, list] = {}
+    per_sweep: dict[tuple[str, str], set] = {}  # (sweep folder, key) -> the values its jobs have
     for rec in records:
         for k, v in rec["hparams"].items():
             values.setdefault(k, []).append(v)
+            if rec.get("sweep"):
+                per_sweep.setdefault((rec["sweep"], k), set()).add(json.dumps(v))
     hparams = [_hparam_info(k, vs, len(vs) == len(records)) for k, vs in values.items()]
+    # TensorBoard opens the table on its first VISIBLE columns, those marked ``differs`` by name, then the
+    # rest by name (its backend sorts them so).  With more keys differing than that, what a sweep varies
+    # (its seeds too) must not be hidden behind what only differs between experiments: the columns marked
+    # are the swept keys, then the differing group choices (dataset, model, ...), then other differing keys.
+    swept = {k for (_, k), vs in per_sweep.items() if len(vs) > 1}
+    order = list(values)
+    differing = sorted((h.name for h in hparams if h.differs), key=lambda k: (k not in swept, "." in k, order.index(k)))
+    for h in hparams:
+        h.differs = h.name in differing[:VISIBLE]
     # Each run lists its metrics by importance; across runs, rank by the place in its own list.
     rank: dict[str, tuple] = {}
     for rec in records:
