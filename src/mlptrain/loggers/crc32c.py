@@ -5,9 +5,9 @@ Without TensorFlow, TensorBoard checksums every record it writes byte by byte in
 100 KB picture, on the writer's thread but holding the GIL.  Here a record is cut into rows of ``ROW``
 bytes and every row's CRC is one table gather and one XOR-reduction: a CRC is linear over GF(2), so the
 register after a row is the XOR of one table entry per byte (the byte's value, shifted by its distance to
-the row's end).  The rows' registers are then folded pairwise, each left one shifted past its right
-neighbour by a "feed ``s`` zero bytes" map applied through four byte tables.  Short records (headers,
-scalars) keep a plain per-byte loop, which is faster there than numpy's call overhead.
+the row's end).  The rows' registers are then folded sixteen at a time the same way: each register
+is four bytes of data, shifted past the rows after it by a "feed ``k * s`` zero bytes" byte table.
+Short records (headers, scalars) keep a plain per-byte loop, faster there than numpy's call overhead.
 
 :func:`install` puts :func:`masked_crc32c` where TensorBoard's ``RecordWriter`` looks it up.
 """
@@ -39,6 +39,7 @@ _TABLE = np.asarray(TABLE, dtype=np.uint32)
 _lock = threading.Lock()
 _row_table: np.ndarray | None = None  # [distance to the row's end, byte] -> register, flattened
 _folds: dict[int, np.ndarray] = {}  # s -> [k, byte j of a register, value]: that register after k * s zero bytes
+_ROW_BASE = np.arange(ROW, dtype=np.intp) * 256  # byte p of a row: entries [p * 256, p * 256 + 256)
 _BYTE_OFFSETS = (np.arange(GROUP - 1, -1, -1, dtype=np.intp)[:, None] * 1024 + np.arange(4) * 256).reshape(-1)
 
 
@@ -53,7 +54,7 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
             # A register is four bytes of data: after ROW zero bytes, its byte j is ROW - 1 - j bytes from the end.
             _folds[ROW] = _powers(np.stack([rows[ROW - 1 - j] for j in range(4)]))
             _row_table = rows[::-1].reshape(-1).copy()  # byte p of a row is ROW - 1 - p bytes from its end
-        return _row_table, np.arange(ROW, dtype=np.intp) * 256
+        return _row_table, _ROW_BASE
 
 
 def _apply(shift: np.ndarray, reg: np.ndarray) -> np.ndarray:
