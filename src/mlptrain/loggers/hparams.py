@@ -148,16 +148,22 @@ def _read_record(path: str) -> dict | None:
 
 
 def _records(root: Path) -> list[dict]:
-    """Every run record beneath ``root``, each with ``sweep``: the sweep folder holding the run (its
-    ``multirun.yaml``), or None for a single run."""
+    return [rec for _, rec in _entries(root)]
+
+
+def _entries(root: Path) -> list[tuple[str, dict]]:
+    return [(path, rec) for path in _record_paths(Path(root)) if (rec := _read_record(path)) is not None]
+
+
+def _in_sweeps(entries: list[tuple[str, dict]]) -> list[dict]:
+    """Each record with ``sweep``: the sweep folder holding its run (a folder with ``multirun.yaml``),
+    or None for a single run."""
     out, sweeps = [], {}
-    for path in _record_paths(Path(root)):
-        rec = _read_record(path)
-        if rec is not None:
-            parent = os.path.dirname(os.path.dirname(path))
-            if parent not in sweeps:
-                sweeps[parent] = os.path.isfile(os.path.join(parent, "multirun.yaml"))
-            out.append({**rec, "sweep": parent if sweeps[parent] else None})
+    for path, rec in entries:
+        parent = os.path.dirname(os.path.dirname(path))
+        if parent not in sweeps:
+            sweeps[parent] = os.path.isfile(os.path.join(parent, "multirun.yaml"))
+        out.append({**rec, "sweep": parent if sweeps[parent] else None})
     return out
 
 
@@ -279,7 +285,7 @@ def write_experiment(top: Path) -> None:
     the table's column order, never the run)."""
     from tensorboard.compat.proto.event_pb2 import Event
 
-    records = _records(top)
+    records = _in_sweeps(_entries(top))
     if not records:
         return
     events = [
