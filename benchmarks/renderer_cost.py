@@ -5,13 +5,16 @@ what that makes per run and per 8-job sweep at the default frequency (pictures a
 and on the test split: a 2-D classifier draws a decision boundary and two confusion matrices, an image
 set two confusion matrices and two grids of mistakes, a 1-D regression one fit).
 
-    pip install matplotlib   # only for this measurement
+    pip install matplotlib   # only for this measurement (without it: the torch renderer alone)
     python benchmarks/renderer_cost.py [--repeats 5]
+
+Point PYTHONPATH at another checkout's src/ to measure its renderer the same way (the "before").
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import subprocess
 import sys
 import time
@@ -164,7 +167,11 @@ def main() -> None:
     data = inputs()
     print(f"torch {torch.__version__}, 1 thread, medians of {args.repeats}; milliseconds")
     results = {}
-    for name, build in (("torch renderer", torch_pictures), ("matplotlib", matplotlib_pictures)):
+    renderers = [("torch renderer", torch_pictures), ("matplotlib", matplotlib_pictures)]
+    if importlib.util.find_spec("matplotlib") is None:
+        print("matplotlib is not installed: the torch renderer alone (pip install matplotlib to compare)")
+        renderers = renderers[:1]
+    for name, build in renderers:
         imp = import_s(IMPORTS[name], args.repeats)
         pictures = build(data)
         t0 = time.perf_counter()

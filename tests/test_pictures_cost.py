@@ -137,3 +137,15 @@ def test_dots_are_painted_in_order_as_one_at_a_time(radius, outline):
     images.draw_dots(fast, rows, cols, colours, radius=radius, outline=outline)
     plain_dots(plain, rows, cols, colours, radius, outline)
     assert torch.equal(fast, plain)
+
+
+def test_a_long_title_or_legend_widens_the_frame_instead_of_being_cut():
+    plot = torch.ones(3, 60, 80)
+    legend = [((200, 0, 0), "dot", f"class {i}") for i in range(6)]
+    img = images.framed(
+        plot, (0.0, 1.0), (0.0, 1.0), "x", "y", legend, "predicted class (pale: unsure); dots: train split"
+    )
+    assert img.shape[2] > 58 + 80 + 12  # wider than the plot's own frame
+    assert bool((img[:, :, -3:] == 1).all())  # and white at its right edge: nothing runs off it
+    narrow = images.framed(plot, (0.0, 1.0), (0.0, 1.0), "x", "y", [], "fit")
+    assert narrow.shape[2] == 58 + 80 + 12

@@ -528,7 +528,10 @@ def framed(
     _, h, w = plot.shape
     f, small = font(13), font(11)
     left, right, top, bottom = 58, 12, 26 + (18 if legend else 0), 44
-    canvas = Image.new("RGB", (left + w + right, top + h + bottom), "white")
+    # wide enough for the title and the legend's row (a long one would be cut at the right edge)
+    legend_w = sum((18 if kind != "line" else 20) + text_width(None, label, small) + 14 for _, kind, label in legend)
+    width = max(left + w + right, left + text_width(None, title, f) + 8, left + legend_w)
+    canvas = Image.new("RGB", (width, top + h + bottom), "white")
     canvas.paste(to_pil(plot), (left, top))
     d = ImageDraw.Draw(canvas)
     d.rectangle([left - 1, top - 1, left + w, top + h], outline=INK)
