@@ -6,7 +6,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import TINY, mlptrain
+from conftest import TINY, mlptrain, python
 from mlptrain import compose, config
 from mlptrain.errors import ConfigError
 
@@ -46,3 +46,22 @@ def test_typed_groups_are_cached_per_value(make_cfg):
     with pytest.raises(ConfigError, match="trainer.epochs"):
         config.parse(make_cfg(*TINY, "trainer.epochs=-1"))
     assert config.parse(make_cfg(*TINY, "trainer.epochs=3")).trainer.epochs == 3
+
+
+def test_the_command_freezes_its_imports_for_the_collector_and_a_python_caller_is_left_alone(tmp_path, train):
+    import gc
+
+    from mlptrain.cli import train as cli
+
+    before = gc.get_freeze_count()
+    train()  # the Python entry point: the caller's process is not the command's to tune
+    assert cli._in_command is False and gc.get_freeze_count() == before
+    code = (
+        "import gc, sys; from mlptrain.cli.train import main; "
+        f"sys.argv = ['mlptrain', *{TINY!r}, 'hydra.run.dir={tmp_path / 'r'}']\n"
+        "try:\n    main()\nfinally:\n    print('frozen', gc.get_freeze_count())"
+    )
+    r = python("-c", code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    frozen = int(r.stdout.split("frozen")[-1])
+    assert frozen > 100_000  # torch, Hydra and the rest: kept out of every full collection
