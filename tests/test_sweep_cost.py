@@ -48,11 +48,14 @@ def test_typed_groups_are_cached_per_value(make_cfg):
     assert config.parse(make_cfg(*TINY, "trainer.epochs=3")).trainer.epochs == 3
 
 
-def test_the_command_freezes_its_imports_for_the_collector_and_a_python_caller_is_left_alone(tmp_path, train):
+def test_the_command_freezes_its_imports_for_the_collector_and_a_python_caller_is_left_alone(
+    tmp_path, train, monkeypatch
+):
     import gc
 
     from mlptrain.cli import train as cli
 
+    monkeypatch.setattr(cli, "_in_command", False)  # (an in-process main() of another test sets it)
     before = gc.get_freeze_count()
     train()  # the Python entry point: the caller's process is not the command's to tune
     assert cli._in_command is False and gc.get_freeze_count() == before
