@@ -78,3 +78,34 @@ def test_compositions_that_differ_in_plain_values_share_one_merge(monkeypatch):
     assert "early_stopping" not in reused[2]["trainer"] and reused[2]["trainer"]["extra"] == 1
     _compose(["dataset=circles", "seed=1"])  # another group choice: another entry
     assert len(mlp_compose._reused) == 2
+
+
+def test_a_group_left_missing_for_the_sweep_is_composed_leniently_and_not_kept(monkeypatch):
+    """A multirun's master config may leave a '???' group to its jobs (grp=a,b): the strict composition
+    fails, the lenient one serves the master and is not kept for the jobs, whose own choice composes."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+
+    monkeypatch.setattr(config_loader_impl, "create_defaults_list", config_loader_impl.create_defaults_list)
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "_compose_config_from_defaults_list", ConfigLoaderImpl._compose_config_from_defaults_list
+    )
+    monkeypatch.setattr(mlp_compose, "_reused", {})
+    store = ConfigStore.instance()
+    monkeypatch.setattr(store, "repo", {**store.repo})  # the entries below go with the test
+    store.store(name="test_missing_group", node={"defaults": [{"test_grp": "???"}, "_self_"], "x": 1})
+    store.store(group="test_grp", name="a", node={"y": 2})
+    mlp_compose.reuse_compositions()
+    with initialize_config_module(config_module=mlp_compose.CONFIG_PACKAGE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("test_missing_group", ["x=3", "test_grp=a,b"], RunMode.MULTIRUN)
+        assert master.x == 3 and "test_grp" not in master
+        assert not mlp_compose._reused  # lenient: not kept
+        job = loader.load_configuration("test_missing_group", ["x=4", "test_grp=a"], RunMode.RUN)
+        assert job.x == 4 and job.test_grp.y == 2
+        try:
+            loader.load_configuration("test_missing_group", ["x=5"], RunMode.RUN)
+            raise AssertionError("a strict composition with the group missing must fail")
+        except ConfigCompositionException as e:
+            assert "You must specify 'test_grp'" in str(e)

@@ -518,7 +518,7 @@ def reuse_compositions() -> None:
         # the lenient one is not kept.
         try:
             result = build(repo, config_name, overrides_list, prepend_hydra, False)
-        except ConfigCompositionException:
+        except (ConfigCompositionException, ValueError):  # Hydra's words for a '???' default
             if not skip_missing:
                 raise
             return build(repo, config_name, overrides_list, prepend_hydra, True)
