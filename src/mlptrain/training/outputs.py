@@ -124,8 +124,10 @@ class RunOutputs:
         self.loggers.hparams_end({f"hparam/{k}": v for k, v in self.final_scalars(test).items()}, self.state.epoch)
         self.loggers.close()
         result = self.write_metrics(status, test)  # last: a "completed" metrics.json means all is written
+        # as on the epoch line: the nll is the loss's number under cross-entropy or a likelihood loss, once
+        shown = {k: v for k, v in test.items() if not (k == "nll" and v == test.get("loss"))}
         log.info(
-            "test: %s (weights of epoch %d)", "  ".join(f"{k} {v:.4f}" for k, v in test.items()), self.state.best_epoch
+            "test: %s (weights of epoch %d)", "  ".join(f"{k} {v:.4f}" for k, v in shown.items()), self.state.best_epoch
         )
         return result
 
