@@ -209,7 +209,7 @@ def confusion_image(cm: torch.Tensor, names: list[str] | None = None) -> torch.T
     counts = cm.long().cpu()
     rate = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
     # 64 px cells up to 9 classes; from 10, 48 px still hold both lines ("1053", "96.9%") and make
-    # the picture half the pixels (cheaper to draw, encode and view: 644x500 for MNIST, not 844x700)
+    # the picture half the pixels (cheaper to draw, encode and view: 684x540 for MNIST, not 844x700)
     cell = max(8, min(64 if k < 10 else 48, 640 // k))
     f = font(max(8, min(13, cell // 4)))
     names = [str(n) for n in (names or range(k))]
