@@ -83,7 +83,8 @@ def _typed(schema: type, node: Any, key: str):
         if len(_groups) >= 1024:  # a long sweep: keep the memory bounded
             _groups.clear()
         _groups[cache_key] = typed
-    return copy.deepcopy(_groups[cache_key])  # a RunConfig's parts are its own (the caller may change them)
+    # shared by the RunConfigs kept in _parsed, which are never handed out: parse() returns copies
+    return _groups[cache_key]
 
 
 def _omegaconf_message(e: OmegaConfBaseException, group: str, schema: type) -> str:
