@@ -54,7 +54,7 @@ def test_cached_text_is_imagedraw_text_pixel_for_pixel(size):
         images.put_text(cached, (7, 5), text, f, fill)
         assert plain.tobytes() == cached.tobytes(), text
         box = ImageDraw.Draw(plain).textbbox((0, 0), text, font=f)
-        assert images.text_width(None, text, f) == box[2] - box[0]
+        assert images.text_width(text, f) == box[2] - box[0]
 
 
 def plain_tile(imgs: torch.Tensor, nrow: int, pad: int) -> torch.Tensor:

@@ -234,21 +234,21 @@ def confusion_image(cm: torch.Tensor, names: list[str] | None = None) -> torch.T
             continue
         ink = (255, 255, 255) if light[i][j] else INK
         lines = [str(n)] + ([f"{100 * rates[i][j]:.1f}%"] if two_lines else [])
-        if text_width(d, lines[0], f) > cell - 2:
+        if text_width(lines[0], f) > cell - 2:
             continue  # no room: the tint still shows it
         y = top + i * cell + (cell - 13 * len(lines)) // 2
         for line in lines:
-            put_text(canvas, (left + j * cell + (cell - text_width(d, line, f)) // 2, y), line, f, ink)
+            put_text(canvas, (left + j * cell + (cell - text_width(line, f)) // 2, y), line, f, ink)
             y += 13
     step = max(1, -(-k // 20))  # at most ~20 class labels per axis
     small = font(11)
     for i in range(0, k, step):
         label = names[i][:10]
         c = left + i * cell + cell // 2
-        put_text(canvas, (c - text_width(d, label, small) // 2, top - 16), label, small, INK)
-        put_text(canvas, (left - 6 - text_width(d, label, small), top + i * cell + cell // 2 - 7), label, small, INK)
+        put_text(canvas, (c - text_width(label, small) // 2, top - 16), label, small, INK)
+        put_text(canvas, (left - 6 - text_width(label, small), top + i * cell + cell // 2 - 7), label, small, INK)
     title = font(13)
-    put_text(canvas, (left + (size - text_width(d, "predicted", title)) // 2, 4), "predicted", title, INK)
+    put_text(canvas, (left + (size - text_width("predicted", title)) // 2, 4), "predicted", title, INK)
     ylabel = _vertical("true", title)
     canvas.paste(ylabel, (6, top + (size - ylabel.height) // 2))
     # colour scales: errors (red, square-root) and recall (blue, linear), as a share of the row
@@ -469,8 +469,8 @@ def tick_label(v: float) -> str:
     return f"{v:.4g}" if v != 0 else "0"
 
 
-def text_width(draw, text: str, f) -> int:
-    """Width in pixels of ``text`` in font ``f`` (``draw``: unused, kept for callers that pass one)."""
+def text_width(text: str, f) -> int:
+    """Width in pixels of ``text`` in font ``f``."""
     box = _bbox(text, f)
     return box[2] - box[0]
 
@@ -506,7 +506,7 @@ def _vertical(text: str, f):
     """An axis title turned 90 degrees (anticlockwise), on white."""
     from PIL import Image, ImageDraw
 
-    label = Image.new("RGB", (text_width(None, text, f) + 4, 16), "white")
+    label = Image.new("RGB", (text_width(text, f) + 4, 16), "white")
     ImageDraw.Draw(label).text((2, 0), text, fill=INK, font=f)
     return label.rotate(90, expand=True)
 
@@ -529,8 +529,8 @@ def framed(
     f, small = font(13), font(11)
     left, right, top, bottom = 58, 12, 26 + (18 if legend else 0), 44
     # wide enough for the title and the legend's row (a long one would be cut at the right edge)
-    legend_w = sum((18 if kind != "line" else 20) + text_width(None, label, small) + 14 for _, kind, label in legend)
-    width = max(left + w + right, left + text_width(None, title, f) + 8, left + legend_w)
+    legend_w = sum((18 if kind != "line" else 20) + text_width(label, small) + 14 for _, kind, label in legend)
+    width = max(left + w + right, left + text_width(title, f) + 8, left + legend_w)
     canvas = Image.new("RGB", (width, top + h + bottom), "white")
     canvas.paste(to_pil(plot), (left, top))
     d = ImageDraw.Draw(canvas)
@@ -540,13 +540,13 @@ def framed(
         px = left + round((v - x0) / (x1 - x0) * (w - 1))
         d.line([px, top + h, px, top + h + 4], fill=INK)
         label = tick_label(v)
-        put_text(canvas, (px - text_width(d, label, small) // 2, top + h + 6), label, small, INK)
+        put_text(canvas, (px - text_width(label, small) // 2, top + h + 6), label, small, INK)
     for v in nice_ticks(y0, y1):
         py = top + round((y1 - v) / (y1 - y0) * (h - 1))
         d.line([left - 5, py, left - 1, py], fill=INK)
         label = tick_label(v)
-        put_text(canvas, (left - 7 - text_width(d, label, small), py - 7), label, small, INK)
-    put_text(canvas, (left + (w - text_width(d, x_title, f)) // 2, top + h + 24), x_title, f, INK)
+        put_text(canvas, (left - 7 - text_width(label, small), py - 7), label, small, INK)
+    put_text(canvas, (left + (w - text_width(x_title, f)) // 2, top + h + 24), x_title, f, INK)
     ylabel = _vertical(y_title, f)
     canvas.paste(ylabel, (4, top + (h - ylabel.height) // 2))
     put_text(canvas, (left, 5), title, f, INK)
@@ -561,5 +561,5 @@ def framed(
             d.rectangle([x, y + 1, x + 12, y + 11], fill=colour)
         x += 18 if kind != "line" else 20
         put_text(canvas, (x, y - 1), label, small, INK)
-        x += text_width(d, label, small) + 14
+        x += text_width(label, small) + 14
     return from_pil(canvas)
