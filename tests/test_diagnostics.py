@@ -29,8 +29,10 @@ def decoded(event) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the pictures
-def _in_unit_range(img: torch.Tensor) -> bool:
-    return img.dtype == torch.float32 and float(img.min()) >= 0 and float(img.max()) <= 1
+def _unit(img: torch.Tensor) -> torch.Tensor:
+    """A picture of mlptrain.images (uint8 pixels, as its PNG stores them) as floats in [0, 1]."""
+    assert img.dtype == torch.uint8 and img.dim() == 3 and img.shape[0] == 3
+    return img.float() / 255
 
 
 def test_decision_boundary_colours_each_side_by_its_class_and_draws_the_points():
@@ -41,15 +43,15 @@ def test_decision_boundary_colours_each_side_by_its_class_and_draws_the_points()
         p1 = torch.sigmoid(20 * p[:, 0])
         return torch.stack([1 - p1, p1], 1)
 
-    img = images.decision_boundary(proba, x, y, 2, size=128, max_points=0, frame=False)  # the background alone
-    assert img.shape == (3, 128, 128) and _in_unit_range(img)
+    img = _unit(images.decision_boundary(proba, x, y, 2, size=128, max_points=0, frame=False))  # the background
+    assert img.shape == (3, 128, 128)
     left, right, middle = img[:, 64, 2], img[:, 64, -3], img[:, 64, 63:65].mean(1)
     orange, blue = images.PALETTE[0], images.PALETTE[1]
     # Confident regions lean to their class colour; the boundary (p = 0.5) is white.
     assert torch.dot(left - 1, orange - 1) > 0 and torch.argmax(left) == torch.argmax(orange)
     assert torch.argmax(right) == torch.argmax(blue)
     assert torch.allclose(middle, torch.ones(3), atol=0.15)
-    with_points = images.decision_boundary(proba, x, y, 2, size=128, frame=False)
+    with_points = _unit(images.decision_boundary(proba, x, y, 2, size=128, frame=False))
     changed = (with_points != img).any(0)
     assert changed.sum() > 4 * 9  # four dots, each several pixels
 
@@ -57,17 +59,17 @@ def test_decision_boundary_colours_each_side_by_its_class_and_draws_the_points()
 def test_confusion_image_shows_every_error_however_rare():
     cm = images.confusion_matrix(torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 2, 0]), 3)
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
-    assert _in_unit_range(images.confusion_image(cm))
+    _unit(images.confusion_image(cm))
     # one error in 1000 (0.1%) is clearly tinted, an empty cell is white; the diagonal is blue
     rare = torch.tensor([[999, 1], [0, 1000]])
     assert float(images.error_tint(torch.tensor(0.001))) >= 0.25 and float(images.error_tint(torch.tensor(0.0))) == 0
-    img = images.confusion_image(rare, ["cat", "dog"])
+    img = _unit(images.confusion_image(rare, ["cat", "dog"]))
     cell, left, top = 64, 84, 44  # the layout for two classes
     corner = lambda i, j: img[:, top + i * cell + 3, left + j * cell + 3]  # noqa: E731 (away from the text)
     assert corner(0, 1)[0] - corner(0, 1)[2] > 0.15  # red enough to see
     assert torch.allclose(corner(1, 0), torch.ones(3)) and corner(0, 0)[2] > corner(0, 0)[0] + 0.3
-    big = images.confusion_image(torch.eye(10, dtype=torch.long) * 5)
-    assert big.shape[1] >= 10 * 6 and _in_unit_range(big)
+    big = _unit(images.confusion_image(torch.eye(10, dtype=torch.long) * 5))
+    assert big.shape[1] >= 10 * 6
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (28, 28), (32, 32, 3), (3, 32, 32)])
@@ -78,7 +80,7 @@ def test_misclassified_grid_for_image_layouts(shape):
     pred = torch.where(torch.arange(40) < 20, (y + 1) % 10, y)  # the first 20 are wrong
     conf = torch.linspace(0.1, 0.9, 40)
     grid, rows = images.misclassified_grid(x, y, pred, conf, shape, max_images=16, nrow=4)
-    assert grid.shape[0] == 3 and _in_unit_range(grid)
+    _unit(grid)
     side = max(shape) * max(1, 56 // max(shape))  # small images are enlarged for legible labels
     assert grid.shape[1:] == (2 + 4 * (side + 2), 2 + 4 * (side + 2))
     assert [r[0] for r in rows] == list(range(19, 3, -1))  # the most confident mistakes first
@@ -101,13 +103,16 @@ def test_regression_fit_draws_the_band_only_for_probabilistic_heads():
     x = torch.linspace(-3, 3, 200)[:, None]
     y = torch.sin(x[:, 0])
     band_colour = torch.tensor([0.78, 0.86, 0.97])
-    with_band = images.regression_fit(lambda q: (torch.sin(q[:, 0]), torch.full((len(q),), 0.3)), x, y, frame=False)
-    without = images.regression_fit(lambda q: (torch.sin(q[:, 0]), None), x, y, frame=False)
+    with_band = _unit(
+        images.regression_fit(lambda q: (torch.sin(q[:, 0]), torch.full((len(q),), 0.3)), x, y, frame=False)
+    )
+    without = _unit(images.regression_fit(lambda q: (torch.sin(q[:, 0]), None), x, y, frame=False))
     for img in (with_band, without):
-        assert img.shape == (3, 260, 400) and _in_unit_range(img)
-    is_band = lambda img: (img - band_colour[:, None, None]).abs().amax(0) < 1e-6  # noqa: E731
+        assert img.shape == (3, 260, 400)
+    half = 0.51 / 255  # a colour as 8-bit pixels: within half a level
+    is_band = lambda img: (img - band_colour[:, None, None]).abs().amax(0) < half  # noqa: E731
     assert is_band(with_band).sum() > 400 * 10 and is_band(without).sum() == 0
-    line = (without - torch.tensor([0.031, 0.318, 0.612])[:, None, None]).abs().amax(0) < 1e-6
+    line = (without - torch.tensor([0.031, 0.318, 0.612])[:, None, None]).abs().amax(0) < half
     assert line.any(0).all()  # the mean line is unbroken across the width
 
 
@@ -164,7 +169,7 @@ def test_regression_fit_of_a_probabilistic_head(train, tmp_path):
 
 def test_every_plot_has_axes_ticks_and_a_legend():
     plot = torch.ones(3, 100, 200)
-    img = images.framed(plot, (-1.0, 1.0), (0.0, 10.0), "x", "y", [((0, 0, 0), "dot", "train split")], "title")
+    img = _unit(images.framed(plot, (-1.0, 1.0), (0.0, 10.0), "x", "y", [((0, 0, 0), "dot", "train split")], "title"))
     _, h, w = img.shape
     assert h > 100 and w > 200
     ink = img.amin(0) < 0.5

@@ -94,12 +94,12 @@ def test_misclassified_labels_are_those_stamped_tile_by_tile():
         images.draw_text(tile, t, bar + scale, scale, green, scale)
         images.draw_text(tile, p, bar + scale, side - images.text_size(p, scale)[1] - scale, red, scale)
         top, left = pad + (n // 4) * (side + pad), pad + (n % 4) * (side + pad)
-        assert torch.equal(grid[:, top : top + side, left : left + side], tile)
+        assert torch.equal(grid[:, top : top + side, left : left + side], images.to_uint8(tile))
 
 
 def test_ten_classes_fit_both_lines_in_smaller_cells():
     cm = torch.full((10, 10), 3) + torch.eye(10, dtype=torch.long) * 1000
-    img = images.confusion_image(cm)
+    img = images.confusion_image(cm).float() / 255
     cell, left, top = 48, 84, 44
     assert img.shape == (3, top + 10 * cell + 16, left + 10 * cell + 120)
     for i, j in [(0, 0), (3, 7), (9, 9)]:
@@ -146,6 +146,6 @@ def test_a_long_title_or_legend_widens_the_frame_instead_of_being_cut():
         plot, (0.0, 1.0), (0.0, 1.0), "x", "y", legend, "predicted class (pale: unsure); dots: train split"
     )
     assert img.shape[2] > 58 + 80 + 12  # wider than the plot's own frame
-    assert bool((img[:, :, -3:] == 1).all())  # and white at its right edge: nothing runs off it
+    assert bool((img[:, :, -3:] == 255).all())  # and white at its right edge: nothing runs off it
     narrow = images.framed(plot, (0.0, 1.0), (0.0, 1.0), "x", "y", [], "fit")
     assert narrow.shape[2] == 58 + 80 + 12

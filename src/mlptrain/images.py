@@ -1,4 +1,5 @@
-"""Pictures for TensorBoard, drawn with plain torch ops: tensors in, ``(3, H, W)`` floats in [0, 1] out.
+"""Pictures for TensorBoard, drawn with plain torch ops: tensors in, ``(3, H, W)`` uint8 pixels out (what
+a PNG stores: the logger encodes them as they are, with no float round trip of ~7 ms a picture).
 
 No plotting library: every plot is a few masks and index writes on a small canvas, and its axes,
 tick labels, titles, legends and colour scales are drawn with Pillow (:func:`framed`), so a picture
@@ -179,7 +180,7 @@ def decision_boundary(
     draw_dots(img, rows, cols, colours[labels], radius=1.5)
     img = img.clamp(0, 1)
     if not frame:
-        return img
+        return to_uint8(img)
     names = names or [str(i) for i in range(n_classes)]
     legend = [(_rgb(colours[i]), "dot", str(names[i])[:12]) for i in range(min(n_classes, 6))]
     title = "predicted class (pale: unsure); dots: train split"
@@ -350,7 +351,7 @@ def misclassified_grid(
             which = torch.tensor([i for i, v in enumerate(labels) if v == label])
             tiles[which[:, None], :, (ys[keep] + bar + scale)[None], xs[keep][None]] = colour
     rows = [(i, t, p, cf) for i, t, p, cf in zip(order.tolist(), trues, preds, confs)]
-    return tile(tiles, nrow, 2).clamp_(0, 1), rows
+    return to_uint8(tile(tiles, nrow, 2)), rows
 
 
 @torch.no_grad()
@@ -408,7 +409,7 @@ def regression_fit(
     line = (r >= top[None].floor()) & (r <= bottom[None].ceil())
     img = torch.where(line, torch.tensor([0.031, 0.318, 0.612])[:, None, None], img)
     if not frame:
-        return img
+        return to_uint8(img)
     legend = [((140, 140, 140), "dot", f"{split} split"), ((8, 81, 156), "line", "predicted mean")]
     if std is not None:
         legend.append(((199, 219, 247), "box", "mean +- 2 sd"))
@@ -433,18 +434,25 @@ def font(size: int = 12):
         return ImageFont.load_default()
 
 
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """A ``(3, H, W)`` float image in [0, 1] as the 8-bit pixels a PNG stores (uint8 passes through)."""
+    if img.dtype == torch.uint8:
+        return img
+    return img.float().clamp(0, 1).mul(255).round_().to(torch.uint8)
+
+
 def to_pil(img: torch.Tensor):
     from PIL import Image
 
-    arr = (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(arr)
+    return Image.fromarray(to_uint8(img).permute(1, 2, 0).contiguous().numpy())
 
 
 def from_pil(pil) -> torch.Tensor:
+    """A Pillow canvas as a ``(3, H, W)`` uint8 picture: a view of one copy of its bytes (numpy's array
+    interface takes two), in the canvas's own row order, so the PNG encoder takes it without another copy."""
     pil = pil if pil.mode == "RGB" else pil.convert("RGB")
-    # one copy of the bytes (numpy's array interface takes two), then the floats
     hwc = torch.frombuffer(bytearray(pil.tobytes()), dtype=torch.uint8).view(pil.height, pil.width, 3)
-    return hwc.permute(2, 0, 1).float().div_(255)
+    return hwc.permute(2, 0, 1)
 
 
 def _rgb(colour: torch.Tensor) -> tuple[int, int, int]:

@@ -59,7 +59,7 @@ class Logger(Protocol):
         """Markdown: the config (``config``), the misclassified tiles' table."""
 
     def image(self, tag: str, img: Any, step: int) -> None:
-        """A ``(3, H, W)`` float tensor in [0, 1]."""
+        """A ``(3, H, W)`` picture: uint8 pixels (:mod:`mlptrain.images`), or floats in [0, 1]."""
 
     def histogram(self, tag: str, values: Any, step: int) -> None:
         """A tensor's finite values."""
