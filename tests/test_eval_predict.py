@@ -206,8 +206,8 @@ def test_architecture_mismatch_is_one_clear_line(runs):
 
 def test_console_scripts_are_installed_and_run(runs, tmp_path):
     scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name.startswith("mlptrain")}
-    assert scripts["mlptrain-eval"] == "mlptrain.evaluate:eval_main"
-    assert scripts["mlptrain-predict"] == "mlptrain.evaluate:predict_main"
+    assert scripts["mlptrain-eval"] == "mlptrain.evaluate:eval_command"
+    assert scripts["mlptrain-predict"] == "mlptrain.evaluate:predict_command"
     exe = Path(sys.executable).parent / "mlptrain-eval"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from mlptrain.evaluate import eval_main; eval_main()"]
     r = subprocess.run(

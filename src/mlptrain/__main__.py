@@ -1,4 +1,4 @@
-from mlptrain.cli import main
+from mlptrain.cli import command
 
 if __name__ == "__main__":
-    main()
+    command()

@@ -20,6 +20,7 @@ from pathlib import Path
 from mlptrain.data import load_dataset
 from mlptrain.errors import BAD_INPUT, EXIT_BAD_INPUT, EXIT_FAILED, DataError, out_of_memory
 from mlptrain.output_file import refuse_inputs, write_output
+from mlptrain.quick_exit import console
 
 OVERRIDE = re.compile(r"^[+~]?[A-Za-z_][\w.@/-]*=")  # key=value, as the training command takes them
 
@@ -209,6 +210,11 @@ def predict_main(argv: list[str] | None = None) -> None:
             print(f"wrote {len(out)} predictions to {args.output}", file=sys.stderr)
 
     _run("mlptrain-predict", body)
+
+
+# the console scripts (mlptrain.quick_exit)
+eval_command = console(eval_main)
+predict_command = console(predict_main)
 
 
 def _cell(v):

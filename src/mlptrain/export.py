@@ -31,6 +31,7 @@ from mlptrain.errors import BAD_INPUT, EXIT_BAD_INPUT, DataError
 from mlptrain.inputs import feature_names, is_image, is_table
 from mlptrain.output_file import refuse_inputs, write_output
 from mlptrain.predict import Loaded, checkpoint_path, load
+from mlptrain.quick_exit import console
 
 FORMATS = (".onnx", ".pt2")
 OPSET = 17
@@ -159,5 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.output} and {side}", file=sys.stderr)
 
 
+command = console(main)  # the console script (mlptrain.quick_exit)
+
 if __name__ == "__main__":
-    main()
+    command()

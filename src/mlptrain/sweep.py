@@ -35,6 +35,7 @@ from mlptrain.continuation import _job_num, find_jobs
 from mlptrain.errors import TrialFailed
 from mlptrain.files import record_failure, write_text
 from mlptrain.oof import FOLD_KEY, write_oof
+from mlptrain.quick_exit import console
 
 log = logging.getLogger("mlptrain")
 
@@ -523,5 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     print(to_markdown(s), end="")
 
 
+command = console(main)  # the console script (mlptrain.quick_exit)
+
 if __name__ == "__main__":
-    main()
+    command()

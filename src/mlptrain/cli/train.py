@@ -49,6 +49,7 @@ from mlptrain.files import check_writable
 from mlptrain.jobdirs import register_resolver as register_job_dirname
 from mlptrain.jobdirs import with_fixed_keys
 from mlptrain.parallel.env import env_rank, hydra_overrides, launched, quiet_logging, shutdown
+from mlptrain.quick_exit import console
 from mlptrain.registry import sweep_direction
 from mlptrain.study_config import sweeper_argv
 
@@ -290,3 +291,6 @@ def main() -> None:
     if failed:
         print(f"mlptrain: error: {len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
         sys.exit(EXIT_FAILED)
+
+
+command = console(main)  # the console script and ``python -m mlptrain`` (mlptrain.quick_exit)
